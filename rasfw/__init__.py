@@ -1,0 +1,29 @@
+"""rasfw: Region-Adaptive Sampling for diffusion transformers, as composable plugins."""
+
+from rasfw import backends, strategies  # noqa: F401 - registers the built-in strategies and backends
+from rasfw.hooks import apply_ras, ras_state, remove_ras
+from rasfw.interfaces import ModelAdapter, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.registry import REGISTRY, Registry, register
+from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
+from rasfw.state import ForwardPlan, RegionState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGISTRY",
+    "DenseSampler",
+    "ForwardPlan",
+    "ModelAdapter",
+    "RatioSchedule",
+    "RegionAdaptiveSampler",
+    "RegionMetric",
+    "RegionState",
+    "Registry",
+    "ResetSchedule",
+    "StarvationPolicy",
+    "TokenGrid",
+    "apply_ras",
+    "ras_state",
+    "register",
+    "remove_ras",
+]

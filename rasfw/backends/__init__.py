@@ -1,0 +1,10 @@
+"""Token operations used by the adapters: gather, scatter and fused projection variants.
+
+`TorchBackend` is the pure-torch reference; `rasfw.kernels` holds the Triton implementation.
+`resolve_backend("auto" | "torch" | "triton", device)` picks one.
+"""
+
+from rasfw.backends.base import TokenBackend, resolve_backend
+from rasfw.backends.torch_ref import TorchBackend
+
+__all__ = ["TokenBackend", "TorchBackend", "resolve_backend"]

@@ -1,0 +1,119 @@
+"""Named registries of strategies, and discovery of plugins through entry points.
+
+The registry maps names to classes and nothing else: it holds no run state. It is append-only: a
+duplicate name raises, so two packages cannot silently replace each other's strategies.
+
+Plugins are distributions that declare an entry point in the group ``rasfw.plugins``. The entry point
+names a callable taking no argument; importing its module registers the plugin's strategies (with
+``@register``) and calling it returns the plugin's Hydra config search path (for example
+``"pkg://my_plugin.conf"``) or ``None``. Plugins are loaded lazily: when an unknown name is looked up,
+or when the CLI starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any, TypeVar
+
+ENTRY_POINT_GROUP = "rasfw.plugins"
+KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend")
+
+T = TypeVar("T")
+
+
+class Registry:
+    """One name -> class table per strategy kind, with lazy plugin discovery."""
+
+    def __init__(self, kinds: Iterable[str] = KINDS, entry_point_group: str = ENTRY_POINT_GROUP) -> None:
+        self._tables: dict[str, dict[str, type]] = {kind: {} for kind in kinds}
+        self._entry_point_group = entry_point_group
+        self._plugins_loaded = False
+        self._search_paths: list[str] = []
+
+    def register(self, kind: str, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator that files the class under `kind`/`name`.
+
+        Args:
+            kind: one of the registry's kinds ("metric", "ratio", ...).
+            name: the name users select it by, e.g. in ``metric=<name>``.
+        """
+        table = self._table(kind)
+
+        def decorate(cls: type[T]) -> type[T]:
+            if name in table and table[name] is not cls:
+                raise ValueError(f"{kind} '{name}' is already registered by {_qualname(table[name])}")
+            _check_implements(kind, cls)
+            table[name] = cls
+            return cls
+
+        return decorate
+
+    def get(self, kind: str, name: str) -> type:
+        """Return the class registered as `kind`/`name`; the error lists the known names."""
+        table = self._table(kind)
+        if name not in table:
+            self.load_plugins()
+        if name not in table:
+            raise ValueError(f"unknown {kind} '{name}'; available: {', '.join(sorted(table)) or 'none'}")
+        return table[name]
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered for `kind`, plugins included."""
+        self.load_plugins()
+        return sorted(self._table(kind))
+
+    def items(self, kind: str) -> list[tuple[str, type]]:
+        """`(name, class)` pairs registered for `kind`, plugins included, sorted by name."""
+        self.load_plugins()
+        return sorted(self._table(kind).items())
+
+    def build(self, kind: str, name: str, **params: Any) -> Any:
+        """Instantiate the strategy `kind`/`name` with `params`."""
+        return self.get(kind, name)(**params)
+
+    def load_plugins(self) -> list[str]:
+        """Import every ``rasfw.plugins`` entry point once; return their config search paths."""
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            for entry_point in metadata.entry_points(group=self._entry_point_group):
+                setup = entry_point.load()
+                path = setup() if callable(setup) else None
+                if path:
+                    self._search_paths.append(str(path))
+        return list(self._search_paths)
+
+    def _table(self, kind: str) -> dict[str, type]:
+        if kind not in self._tables:
+            raise ValueError(f"unknown strategy kind '{kind}'; available: {', '.join(self._tables)}")
+        return self._tables[kind]
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_implements(kind: str, cls: type) -> None:
+    """Validate at registration that `cls` implements the interface of `kind`."""
+    from rasfw import interfaces
+    from rasfw.backends.base import TokenBackend
+
+    expected = {
+        "metric": interfaces.RegionMetric,
+        "ratio": interfaces.RatioSchedule,
+        "starvation": interfaces.StarvationPolicy,
+        "reset": interfaces.ResetSchedule,
+        "adapter": interfaces.ModelAdapter,
+        "backend": TokenBackend,
+    }.get(kind)
+    if expected is not None and not (isinstance(cls, type) and issubclass(cls, expected)):
+        raise TypeError(f"{kind} {cls!r} must subclass {expected.__name__}")
+    abstract = getattr(cls, "__abstractmethods__", ())
+    if abstract:
+        raise TypeError(f"{kind} {_qualname(cls)} leaves abstract methods unimplemented: {', '.join(sorted(abstract))}")
+
+
+REGISTRY = Registry()
+"""The process-wide name -> class table. Append-only; it holds classes, never run state."""
+
+register = REGISTRY.register

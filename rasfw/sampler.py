@@ -1,0 +1,154 @@
+"""RegionAdaptiveSampler: plans each step, selects the active tokens, owns nothing global."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.state import ForwardPlan, RegionState
+from rasfw.strategies._checks import integer, number
+from rasfw.strategies.metrics import StdNoise
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.strategies.starvation import ExpStarvation
+
+_BACKENDS = ("torch", "triton", "auto")
+
+
+class RegionAdaptiveSampler:
+    """Region-Adaptive Sampling settings: which tokens to recompute at which step.
+
+    The sampler itself is immutable settings; the state of a generation lives in a `RegionState`
+    that `apply_ras` creates per pipeline.
+
+    Args:
+        metric: ranks patches from the model output (Eq. 1 of the RAS paper).
+        ratio: share of tokens recomputed per step, warm-up included.
+        starvation: lifts often-dropped patches.
+        reset: forced dense steps.
+        high_ratio: of the tokens to cache, the share taken from the top of the ranking (`h`); the
+            rest come from the bottom. `h = 1` (the reference default) caches the highest-scoring.
+        kv_cache: active queries attend to cached keys/values of inactive tokens (Eq. 2).
+        backend: token-operation backend, "torch", "triton" or "auto".
+        seed: seed of the per-generation random generator (used by `metric=random`).
+
+    Example:
+        >>> from rasfw import RegionAdaptiveSampler, apply_ras
+        >>> sampler = RegionAdaptiveSampler()          # std metric, 50 %, warm-up 4, resets 12 and 20
+        >>> # apply_ras(pipe, sampler); pipe(prompt)
+    """
+
+    def __init__(
+        self,
+        metric: RegionMetric | None = None,
+        ratio: RatioSchedule | None = None,
+        starvation: StarvationPolicy | None = None,
+        reset: ResetSchedule | None = None,
+        high_ratio: float = 1.0,
+        kv_cache: bool = True,
+        backend: str = "torch",
+        seed: int = 0,
+    ) -> None:
+        self.metric = metric if metric is not None else StdNoise()
+        self.ratio = ratio if ratio is not None else ConstantRatio()
+        self.starvation = starvation if starvation is not None else ExpStarvation()
+        self.reset = reset if reset is not None else FixedReset()
+        _check_types(self)
+        self.high_ratio = number("sampler.high_ratio", high_ratio, "[0, 1]", lambda v: 0 <= v <= 1)
+        if not isinstance(kv_cache, bool):
+            raise ValueError(f"sampler.kv_cache must be true or false; got {kv_cache!r}")
+        self.kv_cache = kv_cache
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
+        self.backend = backend
+        self.seed = integer("sampler.seed", seed, "integers", lambda v: True)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def skip_count(self, step: int, num_steps: int, num_tokens: int) -> int:
+        """Tokens cached at `step`: `int((1 - r) * N)`, 0 at step 0 and at forced dense steps."""
+        if step == 0 or self.reset.is_dense(step, num_steps):
+            return 0
+        r = self.ratio.ratio(step, num_steps, num_tokens)
+        if not 0 < r <= 1:
+            raise ValueError(f"ratio schedule returned {r} at step {step}; ratios must lie in (0, 1]")
+        return min(int(math.floor((1.0 - r) * num_tokens + 1e-6)), num_tokens - 1)
+
+    def begin(self, state: RegionState, num_steps: int) -> None:
+        """Start a generation of `num_steps` steps (called from `scheduler.set_timesteps`)."""
+        self.reset.validate(num_steps)
+        state.reset(num_steps, self.seed)
+
+    def prepare_forward(self, state: RegionState, batch: int, grid: TokenGrid) -> ForwardPlan:
+        """Plan the transformer call of the current step for a transformer batch of `batch` rows."""
+        if state.skips is None:
+            state.grid_shape = (grid.rows, grid.cols)
+            n = grid.num_tokens
+            state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
+        i = state.step
+        if i >= state.num_steps or state.active is None:
+            capture = i + 1 < state.num_steps and state.skips[i + 1] > 0
+            state.forward = ForwardPlan(None, capture, self.kv_cache)
+        else:
+            images = state.active.shape[0]
+            if batch % images:
+                raise ValueError(f"transformer batch {batch} is not a multiple of the {images} images being sampled")
+            # Pipelines stack CFG copies along the batch ([uncond..., cond...]): row r is image r % B.
+            state.forward = ForwardPlan(state.active.repeat(batch // images, 1), False, self.kv_cache)
+        return state.forward
+
+    def observe(self, state: RegionState, model_output: torch.Tensor, grid: TokenGrid) -> None:
+        """After the model output of the current step: count updates, choose the next step's tokens."""
+        images, n = model_output.shape[0], grid.num_tokens
+        if state.skips is None:  # the transformer was never called through the hooks
+            return
+        device = model_output.device
+        if state.update_count is None:
+            state.update_count = torch.zeros(images, n, dtype=torch.int32, device=device)
+            state.drop_count = torch.zeros(images, n, dtype=torch.float32, device=device)
+        if state.active is None:
+            state.update_count += 1
+        else:
+            state.update_count.scatter_add_(1, state.active, torch.ones_like(state.active, dtype=torch.int32))
+        i = state.step
+        state.active = None
+        if i + 1 < state.num_steps and state.skips[i + 1] > 0:
+            tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
+            score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
+            score = self.starvation.adjust(score, state.drop_count)
+            state.active = self.select(score, state.skips[i + 1])  # (B, a)
+            state.drop_count += 1.0
+            state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
+
+    def select(self, score: torch.Tensor, skip: int) -> torch.Tensor:
+        """Active tokens given `(B, N)` scores and `skip` tokens to cache, sorted, `(B, N - skip)`.
+
+        Of the `skip` cached tokens, `floor(skip * h)` are the highest-scoring and the rest the
+        lowest-scoring. The reference implementation floors both shares, which can cache one token
+        fewer than asked; here the count is exact so every image has the same number of active tokens.
+        """
+        n = score.shape[1]
+        high = int(math.floor(skip * self.high_ratio))
+        low = skip - high
+        order = torch.sort(score, dim=1, stable=True).indices  # (B, N) ascending
+        return torch.sort(order[:, low : n - high], dim=1).values  # (B, a)
+
+
+class DenseSampler(RegionAdaptiveSampler):
+    """Every step dense: the baseline, through the same hooks (bit-for-bit the unmodified pipeline)."""
+
+    def __init__(self, backend: str = "torch", seed: int = 0) -> None:
+        super().__init__(ratio=ConstantRatio(1.0, 0), reset=NoReset(), backend=backend, seed=seed)
+
+
+def _check_types(sampler: RegionAdaptiveSampler) -> None:
+    for setting, value, cls in (
+        ("metric", sampler.metric, RegionMetric),
+        ("ratio", sampler.ratio, RatioSchedule),
+        ("starvation", sampler.starvation, StarvationPolicy),
+        ("reset", sampler.reset, ResetSchedule),
+    ):
+        if not isinstance(value, cls):
+            raise TypeError(f"{setting} must be a {cls.__name__}; got {type(value).__name__}")
