@@ -1,0 +1,59 @@
+"""Runners: one uniform `generate` call over the different pipelines the CLI can drive.
+
+A model config (`conf/model/<name>.yaml`) instantiates a runner. The CLI only talks to runners, so a
+new model family needs a runner factory and a config file, not a change to the CLI.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+
+class PipelineRunner(ABC):
+    """Wraps a pipeline object that has `.transformer` and `.scheduler`.
+
+    Attributes:
+        pipe: the pipeline `apply_ras` is applied to.
+        weights: a one-line description of the weights in use (path, hub id or "random ...").
+        latent_scale: image pixels per latent pixel (8 for an SD3 VAE, 1 for a pixel-space model).
+    """
+
+    pipe: Any
+    weights: str = ""
+    latent_scale: int = 1
+
+    @abstractmethod
+    def generate(
+        self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int, progress: bool
+    ) -> torch.Tensor:
+        """Images `(B, 3, height, width)` in [0, 1], one per prompt; image i is seeded with `seed + i`."""
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.pipe.transformer.config.patch_size)
+
+
+class MiniRunner(PipelineRunner):
+    """The embedded default model (`rasfw.models.MiniPipeline`), a pixel-space DiT."""
+
+    latent_scale = 1
+
+    def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
+        from rasfw.models import load_pipeline
+
+        self.pipe = load_pipeline(weights, device=device, dtype=dtype)
+        self.weights = self.pipe.weights_source
+
+    def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True):
+        return self.pipe(
+            list(prompts),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=height,
+            width=width,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
+        )

@@ -1,0 +1,162 @@
+"""The contract every model adapter must meet; each adapter's test class inherits it.
+
+A subclass provides:
+    make_pipe(patch_size) -> an object with .transformer and .scheduler and
+        __call__(batch, height, width, steps, guidance, seed) -> final latents (a standard diffusers loop)
+    forward_inputs(transformer, batch, height, width, seed) -> kwargs of one transformer call
+    patch_sizes: patch sizes to exercise; size: (height, width) of a non-square latent.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras, ras_state, remove_ras
+from rasfw.backends import TorchBackend
+from rasfw.hooks import find_adapter
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset, NoReset
+
+STEPS = 8
+
+
+def ras(value: float = 0.5, warmup: int = 2, resets=(5,), **kwargs) -> RegionAdaptiveSampler:
+    return RegionAdaptiveSampler(ratio=ConstantRatio(value, warmup), reset=FixedReset(list(resets)), **kwargs)
+
+
+class AdapterContract:
+    patch_sizes: tuple[int, ...] = (2,)
+    size: tuple[int, int] = (16, 24)
+
+    def make_pipe(self, patch_size: int):
+        raise NotImplementedError
+
+    def forward_inputs(self, transformer, batch: int, height: int, width: int, seed: int) -> dict:
+        raise NotImplementedError
+
+    def run(self, pipe, batch=1, seed=0, guidance=3.0, size=None):
+        height, width = size or self.size
+        return pipe(batch=batch, height=height, width=width, steps=STEPS, guidance=guidance, seed=seed)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    def test_ratio_one_is_bitwise_dense(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        dense = self.run(pipe, batch=2)
+        apply_ras(pipe, RegionAdaptiveSampler(ratio=ConstantRatio(1.0, 2), reset=NoReset()))
+        assert torch.equal(self.run(pipe, batch=2), dense)
+
+    def test_zero_skip_ras_step_is_dense(self):
+        """A ratio just under 1 rounds to 0 skipped tokens: those steps must be dense."""
+        pipe = self.make_pipe(self.patch_sizes[0])
+        dense = self.run(pipe)
+        state = apply_ras(pipe, ras(value=0.999))
+        assert torch.equal(self.run(pipe), dense)
+        assert set(state.skips) == {0}
+
+    def test_ras_changes_result_without_nan(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        dense = self.run(pipe)
+        state = apply_ras(pipe, ras(0.25))
+        out = self.run(pipe)
+        assert torch.isfinite(out).all()
+        assert not torch.equal(out, dense)
+        n = state.grid_shape[0] * state.grid_shape[1]
+        assert min(state.active_tokens_per_step) == n - int(0.75 * n)
+
+    def test_remove_restores_bitwise(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        before = {name: dict(vars(m)) for name, m in pipe.transformer.named_modules()}
+        dense = self.run(pipe)
+        apply_ras(pipe, ras(0.25))
+        self.run(pipe)
+        remove_ras(pipe)
+        assert torch.equal(self.run(pipe), dense)
+        after = {name: dict(vars(m)) for name, m in pipe.transformer.named_modules()}
+        assert before.keys() == after.keys()
+        for name in before:
+            assert before[name].keys() == after[name].keys(), name
+        assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
+
+    def test_double_apply_raises(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        apply_ras(pipe, ras())
+        with pytest.raises(ValueError, match="already applied"):
+            apply_ras(pipe, ras())
+
+    def test_batch_of_two_equals_each_alone(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        apply_ras(pipe, ras(0.25))
+        pair = self.run(pipe, batch=2, seed=3)
+        updates = ras_state(pipe).update_count.clone()  # (2, N)
+        first = self.run(pipe, batch=1, seed=3)
+        torch.testing.assert_close(pair[:1], first, rtol=1e-4, atol=1e-4)
+        assert torch.equal(updates[:1], ras_state(pipe).update_count)
+
+    def test_cfg_halves_share_selection(self):
+        pipe = self.make_pipe(self.patch_sizes[0])
+        state = apply_ras(pipe, ras(0.25))
+        seen = []
+        handle = pipe.transformer.register_forward_pre_hook(
+            lambda module, args: seen.append(None if state.forward.index is None else state.forward.index.clone())
+        )
+        self.run(pipe, batch=2, guidance=3.0)
+        handle.remove()
+        ras_calls = [index for index in seen if index is not None]
+        assert ras_calls
+        for index in ras_calls:  # rows [uncond_0, uncond_1, cond_0, cond_1]
+            assert index.shape[0] == 4
+            assert torch.equal(index[:2], index[2:])
+            assert not torch.equal(index[0], index[1]) or index.shape[1] == state.grid_shape[0] * state.grid_shape[1]
+
+    def test_interleaved_pipelines_match_alone(self):
+        a, b = self.make_pipe(self.patch_sizes[0]), self.make_pipe(self.patch_sizes[0])
+        apply_ras(a, ras(0.25))
+        apply_ras(b, ras(0.5, high_ratio=0.3))
+        alone_a, alone_b = self.run(a, seed=1), self.run(b, seed=2)
+        # interleave at step granularity: each scheduler.step of `a` runs one whole call of `b`
+        original = a.scheduler.step
+
+        def step_then_run_b(*args, **kwargs):
+            results.append(self.run(b, seed=2))
+            return original(*args, **kwargs)
+
+        results: list[torch.Tensor] = []
+        a.scheduler.step = step_then_run_b
+        assert torch.equal(self.run(a, seed=1), alone_a)
+        assert results and all(torch.equal(r, alone_b) for r in results)
+
+    # differing_executors: this contract is inherited by one test class per adapter on purpose.
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.differing_executors])
+    @given(data=st.data())
+    def test_partial_forward_matches_dense_at_active_tokens(self, data):
+        patch = data.draw(st.sampled_from(self.patch_sizes), label="patch")
+        batch = data.draw(st.integers(1, 2), label="batch")
+        rows, cols = data.draw(st.integers(2, 5), label="rows"), data.draw(st.integers(2, 5), label="cols")
+        height, width = rows * patch, cols * patch
+        seed = data.draw(st.integers(0, 2**16), label="seed")
+        kv_cache = True
+        transformer = copy.deepcopy(self.make_pipe(patch).transformer)
+        inputs = self.forward_inputs(transformer, batch, height, width, seed)
+        adapter = find_adapter(transformer)()
+        state = RegionState()
+        adapter.install(transformer, state, TorchBackend())
+        n = rows * cols
+        active = data.draw(st.integers(1, n), label="active")
+        gen = torch.Generator().manual_seed(seed)
+        index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
+        with torch.no_grad():
+            state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache)
+            dense = transformer(**inputs, return_dict=False)[0]
+            state.forward = ForwardPlan(index, capture=False, kv_cache=kv_cache)
+            partial = transformer(**inputs, return_dict=False)[0]
+        adapter.remove(transformer)
+        grid = adapter.grid(dense)
+        d, p = grid.to_tokens(dense), grid.to_tokens(partial)  # (B, N, P, C)
+        take = index[:, :, None, None].expand(-1, -1, *d.shape[2:])
+        torch.testing.assert_close(torch.gather(p, 1, take), torch.gather(d, 1, take), rtol=1e-4, atol=1e-5)
