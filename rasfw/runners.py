@@ -24,12 +24,27 @@ class PipelineRunner(ABC):
     pipe: Any
     weights: str = ""
     latent_scale: int = 1
+    default_size: tuple[int, int] = (32, 32)
 
     @abstractmethod
     def generate(
         self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int, progress: bool
     ) -> torch.Tensor:
-        """Images `(B, 3, height, width)` in [0, 1], one per prompt; image i is seeded with `seed + i`."""
+        """Images `(B, 3, height, width)` in [0, 1], one per prompt, deterministic given `seed`."""
+
+    def evaluate(
+        self,
+        prompts: list[str],
+        images: torch.Tensor,
+        dense_images: torch.Tensor | None,
+        update_counts: torch.Tensor,
+    ) -> dict[str, Any]:
+        """Extra summary fields for this model (quality metrics); none by default.
+
+        Args:
+            update_counts: `(B, rows, cols)` how many steps recomputed each token.
+        """
+        return {}
 
     @property
     def patch_size(self) -> int:

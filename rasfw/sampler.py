@@ -139,7 +139,7 @@ class RegionAdaptiveSampler:
 class DenseSampler(RegionAdaptiveSampler):
     """Every step dense: the baseline, through the same hooks (bit-for-bit the unmodified pipeline)."""
 
-    def __init__(self, backend: str = "torch", seed: int = 0) -> None:
+    def __init__(self, backend: str = "torch", seed: int = 0, **ignored_strategies: object) -> None:
         super().__init__(ratio=ConstantRatio(1.0, 0), reset=NoReset(), backend=backend, seed=seed)
 
 

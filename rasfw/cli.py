@@ -1,0 +1,274 @@
+"""`python -m rasfw`: the Hydra application. A thin `@hydra.main` around `run(cfg)`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rasfw.hooks import apply_ras, remove_ras
+from rasfw.registry import REGISTRY
+from rasfw.runners import PipelineRunner
+from rasfw.sampler import RegionAdaptiveSampler
+from rasfw.strategies._checks import integer, number
+from rasfw import viz
+
+EXIT_USAGE = 2
+STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
+
+
+class UsageError(ValueError):
+    """A setting is wrong; the message is one line naming the setting and what is allowed."""
+
+
+# -- building from a config -----------------------------------------------------------------------
+
+
+def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
+    """Instantiate the sampler and its strategies from a composed config."""
+    strategies = {group: _instantiate(cfg[group], group) for group in STRATEGY_GROUPS}
+    return _instantiate(cfg.sampler, "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
+
+
+def check_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the top-level settings; return them as plain Python values."""
+    prompts = OmegaConf.to_container(cfg.prompts) if OmegaConf.is_list(cfg.prompts) else cfg.prompts
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise UsageError(f"prompts must be a non-empty list of strings; got {prompts!r}")
+    if not isinstance(cfg.compare_dense, bool):
+        raise UsageError(f"compare_dense must be true or false; got {cfg.compare_dense!r}")
+    return {
+        "steps": integer("steps", cfg.steps, "[1, inf)", lambda v: v >= 1),
+        "guidance": number("guidance", cfg.guidance, "[0, inf)", lambda v: v >= 0),
+        "height": None if cfg.height is None else integer("height", cfg.height, "[1, inf)", lambda v: v >= 1),
+        "width": None if cfg.width is None else integer("width", cfg.width, "[1, inf)", lambda v: v >= 1),
+        "seed": integer("seed", cfg.seed, "integers", lambda v: True),
+        "prompts": prompts,
+        "compare_dense": cfg.compare_dense,
+        "progress": bool(cfg.get("progress", True)),
+    }
+
+
+def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            raise UsageError(str(cause).splitlines()[0]) from cause
+        raise UsageError(f"{group}: {_first_line(exc)}") from exc
+
+
+# -- one run --------------------------------------------------------------------------------------
+
+
+def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Generate with RAS (and dense, if `compare_dense`), write pictures and `summary.json`.
+
+    Everything is validated before the model loads. Returns the summary.
+    """
+    settings = check_settings(cfg)
+    sampler = build_sampler(cfg)
+    sampler.reset.validate(settings["steps"])
+    runner: PipelineRunner = _instantiate(cfg.model, "model")
+    height, width = _size(runner, settings)
+    model_name = _choice("model", cfg.model)
+    print(f"model: {model_name} ({runner.weights})", flush=True)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def generate(progress: bool) -> torch.Tensor:
+        return runner.generate(
+            settings["prompts"],
+            steps=settings["steps"],
+            guidance=settings["guidance"],
+            height=height,
+            width=width,
+            seed=settings["seed"],
+            progress=progress,
+        )
+
+    state = apply_ras(runner.pipe, sampler)
+    try:
+        images, flops = _count_flops(lambda: generate(settings["progress"]))
+        updates = state.update_count.clone().cpu()  # (B, N)
+        active = state.active_tokens_per_step
+        grid_rows, grid_cols = state.grid_shape
+        seconds = _timed(lambda: generate(False))
+        backend = _backend_name(runner)
+    finally:
+        remove_ras(runner.pipe)
+
+    dense_images = dense_flops = dense_seconds = None
+    if settings["compare_dense"]:
+        dense_images, dense_flops = _count_flops(lambda: generate(settings["progress"]))
+        dense_seconds = _timed(lambda: generate(False))
+
+    updates = updates.reshape(-1, grid_rows, grid_cols)
+    files = _write_pictures(out, images, dense_images, updates, settings["steps"])
+    summary = {
+        "model": model_name,
+        "weights": runner.weights,
+        "sampler": _choice("sampler", cfg.sampler),
+        "backend": backend,
+        "steps": settings["steps"],
+        "height": height,
+        "width": width,
+        "prompts": settings["prompts"],
+        "tokens": grid_rows * grid_cols,
+        "active_tokens_per_step": active,
+        "time_s": seconds,
+        "dense_time_s": dense_seconds,
+        "speedup": None if dense_seconds is None else dense_seconds / seconds,
+        "flops": flops,
+        "dense_flops": dense_flops,
+        "flops_ratio": None if dense_flops is None else flops / dense_flops,
+        "max_abs_diff_vs_dense": None if dense_images is None else float((images - dense_images).abs().max()),
+        "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
+        **files,
+    }
+    summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _choice(group: str, node: DictConfig) -> str:
+    """The option chosen for `group` (e.g. "default"), or the target's class name outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return str(node.get("_target_", group)).rsplit(".", 1)[-1]
+
+
+def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
+    height = settings["height"] or runner.default_size[0]
+    width = settings["width"] or runner.default_size[1]
+    multiple = runner.patch_size * runner.latent_scale
+    for name, value in (("height", height), ("width", width)):
+        if value % multiple:
+            raise UsageError(f"{name} must be a multiple of {multiple} (patch size x latent scale); got {value}")
+    return height, width
+
+
+def _count_flops(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, int(counter.get_total_flops())
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return None if mse == 0 else 10 * math.log10(1.0 / mse)  # None: identical images (infinite PSNR)
+
+
+def _backend_name(runner: PipelineRunner) -> str:
+    attachment = getattr(runner.pipe, "_rasfw_attachment")
+    return attachment.backend.name
+
+
+def _write_pictures(out: Path, images, dense_images, updates, steps: int) -> dict[str, Any]:
+    scale = max(1, 256 // max(images.shape[-2:]))
+    names = []
+    for i, image in enumerate(images):
+        viz.to_pil(image, scale).save(out / f"ras_{i}.png")
+        names.append(f"ras_{i}.png")
+        if dense_images is not None:
+            viz.to_pil(dense_images[i], scale).save(out / f"dense_{i}.png")
+            names.append(f"dense_{i}.png")
+    overlays = [viz.heatmap_overlay(image, updates[i], steps) for i, image in enumerate(images)]
+    viz.grid_image([overlays], scale).save(out / "heatmap.png")
+    rows = [
+        ([dense_images[i]] if dense_images is not None else []) + [images[i], overlays[i]] for i in range(len(images))
+    ]
+    viz.grid_image(rows, scale).save(out / "grid.png")
+    return {"images": names, "heatmap": "heatmap.png", "grid": "grid.png"}
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _hydra_entry() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base=None, config_path="pkg://rasfw.conf", config_name="config")
+    def task(cfg: DictConfig) -> None:
+        output_dir = HydraConfig.get().runtime.output_dir
+        try:
+            summary = run(cfg, output_dir)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            _fail(exc)
+        shown = {k: summary[k] for k in ("speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")}
+        print(f"summary: {json.dumps(shown)}")
+        print(f"wrote {Path(output_dir) / 'summary.json'}")
+
+    task()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI with `argv` (default: `sys.argv[1:]`); bad settings exit with code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        search_paths = REGISTRY.load_plugins()
+    except Exception as exc:  # a broken plugin must not hide behind a traceback
+        _fail(UsageError(f"plugin failed to load: {_first_line(exc)}"))
+    if search_paths:
+        args.append(f"hydra.searchpath=[{','.join(search_paths)}]")
+    if not any(a.startswith("-") for a in args):  # flags (--help, -m, --cfg) go to Hydra untouched
+        _precheck(args)
+    sys.argv = [sys.argv[0], *args]
+    _hydra_entry()
+
+
+def _precheck(overrides: list[str]) -> None:
+    """Compose once before Hydra runs, so composition errors become one line and exit code 2."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    kept = [o for o in overrides if not o.startswith(("hydra.", "hydra/")) or o.startswith("hydra.searchpath=")]
+    try:
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            compose("config", overrides=kept)
+    except MissingConfigException as exc:
+        missing = (exc.missing_cfg_file or "").split("/")
+        if exc.options is not None and len(missing) == 2:
+            _fail(UsageError(f"{missing[0]}: unknown option '{missing[1]}'; available: {', '.join(exc.options)}"))
+        _fail(UsageError(_first_line(exc)))
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ or exc
+        key = getattr(cause, "full_key", None)
+        if key:
+            _fail(UsageError(f"{key}: unknown setting ({_first_line(cause)}); check the spelling"))
+        _fail(UsageError(_first_line(exc)))
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _fail(exc: BaseException) -> None:
+    if os.environ.get("RASFW_DEBUG"):
+        raise exc
+    print(f"error: {_first_line(exc)}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
