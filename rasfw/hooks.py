@@ -112,8 +112,6 @@ def ras_state(pipe: Any) -> RegionState:
 
 def find_adapter(transformer: torch.nn.Module) -> type[ModelAdapter]:
     """The registered adapter class that supports `transformer`'s class."""
-    import rasfw.adapters  # noqa: F401 - registers the built-in adapters
-
     adapters = REGISTRY.items("adapter")
     for _, cls in adapters:
         if cls.supports(transformer):

@@ -13,11 +13,14 @@ or when the CLI starts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import importlib
 from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
 KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend")
+# Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
+LAZY_BUILTINS = {"adapter": "rasfw.adapters"}
 
 T = TypeVar("T")
 
@@ -53,6 +56,7 @@ class Registry:
         """Return the class registered as `kind`/`name`; the error lists the known names."""
         table = self._table(kind)
         if name not in table:
+            self._load_lazy(kind)
             self.load_plugins()
         if name not in table:
             raise ValueError(f"unknown {kind} '{name}'; available: {', '.join(sorted(table)) or 'none'}")
@@ -60,11 +64,13 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         """Sorted names registered for `kind`, plugins included."""
+        self._load_lazy(kind)
         self.load_plugins()
         return sorted(self._table(kind))
 
     def items(self, kind: str) -> list[tuple[str, type]]:
         """`(name, class)` pairs registered for `kind`, plugins included, sorted by name."""
+        self._load_lazy(kind)
         self.load_plugins()
         return sorted(self._table(kind).items())
 
@@ -82,6 +88,11 @@ class Registry:
                 if path:
                     self._search_paths.append(str(path))
         return list(self._search_paths)
+
+    def _load_lazy(self, kind: str) -> None:
+        module = LAZY_BUILTINS.get(kind)
+        if module is not None and self._entry_point_group == ENTRY_POINT_GROUP:
+            importlib.import_module(module)
 
     def _table(self, kind: str) -> dict[str, type]:
         if kind not in self._tables:

@@ -6,5 +6,6 @@
 
 from rasfw.backends.base import TokenBackend, resolve_backend
 from rasfw.backends.torch_ref import TorchBackend
+from rasfw.backends.triton import TritonBackend
 
-__all__ = ["TokenBackend", "TorchBackend", "resolve_backend"]
+__all__ = ["TokenBackend", "TorchBackend", "TritonBackend", "resolve_backend"]

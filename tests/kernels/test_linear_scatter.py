@@ -56,7 +56,8 @@ def test_linear_scatter_equals_reference(kernel_case, dtype, case, data):
     assert out is dst
     active_rows = torch.zeros(batch, tokens, dtype=torch.bool)
     active_rows.scatter_(1, index.long(), True)
-    torch.testing.assert_close(dst[active_rows].float(), expected[active_rows].float(), **kernel_case.tolerance(dtype, dst_dtype))
+    close = kernel_case.tolerance(dtype, dst_dtype)
+    torch.testing.assert_close(dst[active_rows].float(), expected[active_rows].float(), **close)
     assert torch.equal(dst[~active_rows], cache[~active_rows]), "rows outside the index changed"
     if dst_layout == "sliced":  # the NaN gaps of the view's base were not written
         assert dst._base[..., 1::2].isnan().all(), "wrote outside the destination view"
@@ -86,6 +87,5 @@ def test_linear_scatter_rejects_mismatched_shapes(shapes):
 
 def test_linear_scatter_rejects_mixed_input_dtypes():
     with pytest.raises(ValueError, match="share one"):
-        linear_scatter(
-            torch.randn(1, 2, 3), torch.randn(4, 3).half(), None, torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 5, 4)
-        )
+        index = torch.zeros(1, 2, dtype=torch.long)
+        linear_scatter(torch.randn(1, 2, 3), torch.randn(4, 3).half(), None, index, torch.zeros(1, 5, 4))

@@ -1,0 +1,35 @@
+"""The edge-energy region metric."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rasfw import RegionMetric, TokenGrid, register
+
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+@register("metric", "edge_energy")
+class EdgeEnergy(RegionMetric):
+    """Mean absolute Laplacian of the channel-averaged noise prediction within each patch.
+
+    Where `std_noise` looks at each latent pixel alone, this looks at neighbours: a patch whose
+    prediction changes sharply in space (edges, texture) scores high, a smooth one low.
+    """
+
+    def score(self, tokens: torch.Tensor, grid: TokenGrid, generator: torch.Generator | None = None) -> torch.Tensor:
+        latent = grid.from_tokens(tokens.float())  # (B, C, H, W) or packed
+        if grid.layout == "packed":
+            latent = _packed_to_bchw(tokens.float(), grid)
+        mean = latent.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        kernel = torch.tensor(_LAPLACIAN, dtype=mean.dtype, device=mean.device)[None, None]
+        edges = F.conv2d(F.pad(mean, (1, 1, 1, 1), mode="replicate"), kernel).abs()  # (B, 1, H, W)
+        pooled = F.avg_pool2d(edges, grid.patch)  # (B, 1, rows, cols)
+        return pooled.flatten(1)  # (B, N)
+
+
+def _packed_to_bchw(tokens: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    b, p, c = tokens.shape[0], grid.patch, grid.channels
+    x = tokens.reshape(b, grid.rows, grid.cols, p, p, c)  # (B, h, w, p, p, C)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, grid.rows * p, grid.cols * p)

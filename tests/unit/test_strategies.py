@@ -1,0 +1,119 @@
+"""Contracts of the built-in strategies, one per interface, and their validation errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rasfw import REGISTRY, TokenGrid
+from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise
+from rasfw.strategies.ratios import ConstantRatio, LinearRatio, ReferenceDynamicRatio
+from rasfw.strategies.resets import FixedReset, NoReset, PeriodicReset
+from rasfw.strategies.starvation import ExpStarvation, NoStarvation
+
+GRID = TokenGrid(rows=3, cols=4, patch=2, channels=4)
+
+
+def tokens(seed=0, batch=2):
+    return torch.randn(batch, GRID.num_tokens, GRID.patch**2, GRID.channels, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("metric"))
+def test_metric_contract(name):
+    metric = REGISTRY.build("metric", name)
+    gen = torch.Generator().manual_seed(0)
+    score = metric.score(tokens(), GRID, gen)
+    assert score.shape == (2, GRID.num_tokens) and score.dtype == torch.float32
+    assert torch.isfinite(score).all()
+
+
+def test_std_noise_is_per_pixel_channel_std_averaged_over_the_patch():
+    latent = torch.randn(1, 4, 6, 8, generator=torch.Generator().manual_seed(1))
+    score = StdNoise().score(GRID.to_tokens(latent), GRID)
+    per_pixel = latent.std(dim=1)  # (1, 6, 8), unbiased
+    expected = torch.nn.functional.avg_pool2d(per_pixel[:, None], 2).flatten(1)
+    torch.testing.assert_close(score, expected)
+
+
+def test_ranking_is_unchanged_by_scaling_the_output():
+    t = tokens(3)
+    for metric in (StdNoise(), L2Norm()):
+        a, b = metric.score(t, GRID), metric.score(-0.37 * t, GRID)
+        assert torch.equal(a.argsort(dim=1), b.argsort(dim=1))
+
+
+def test_random_metric_follows_the_generator():
+    a = RandomScore().score(tokens(), GRID, torch.Generator().manual_seed(5))
+    b = RandomScore().score(tokens(), GRID, torch.Generator().manual_seed(5))
+    c = RandomScore().score(tokens(), GRID, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_token_grid_round_trips_both_layouts():
+    latent = torch.randn(2, 4, 6, 8)
+    assert torch.equal(GRID.from_tokens(GRID.to_tokens(latent)), latent)
+    packed = TokenGrid(3, 4, 2, 4, layout="packed")
+    x = torch.randn(2, 12, 16)
+    assert torch.equal(packed.from_tokens(packed.to_tokens(x)), x)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("ratio"))
+def test_ratio_contract(name):
+    schedule = REGISTRY.build("ratio", name)
+    values = [schedule.ratio(i, 28, 256) for i in range(28)]
+    assert all(0 < v <= 1 for v in values)
+    assert values[:4] == [1.0] * 4  # warm-up is dense
+
+
+def test_constant_and_linear_ratios():
+    assert ConstantRatio(0.25, 2).ratio(2, 10) == 0.25
+    ramp = LinearRatio(0.8, 0.2, 2)
+    assert math.isclose(ramp.ratio(2, 12), 0.8) and math.isclose(ramp.ratio(11, 12), 0.2)
+
+
+def test_reference_dynamic_keeps_the_mean_and_multiples_of_64():
+    schedule = ReferenceDynamicRatio(0.5, warmup=4, delta=256, block=4)
+    skips = [round((1 - schedule.ratio(i, 28, 4096)) * 4096) for i in range(4, 28)]
+    assert all(s % 64 == 0 for s in skips)
+    assert skips == sorted(skips) and skips[0] < skips[-1]  # fewer skipped early, more late
+    assert abs(sum(skips) / len(skips) - 2048) <= 64
+
+
+def test_starvation_contract():
+    score = torch.rand(2, 12) + 0.1
+    drops = torch.randint(0, 5, (2, 12)).float()
+    assert torch.equal(NoStarvation().adjust(score, drops), score)
+    adjusted = ExpStarvation(0.1).adjust(score, drops)
+    torch.testing.assert_close(adjusted, score * torch.exp(0.1 * drops))
+    assert torch.all(ExpStarvation(0.5).adjust(score, drops + 1) > ExpStarvation(0.5).adjust(score, drops))
+
+
+def test_reset_contract():
+    assert [s for s in range(28) if FixedReset([12, 20]).is_dense(s, 28)] == [12, 20]
+    assert [s for s in range(20) if PeriodicReset(every=5, start=4).is_dense(s, 20)] == [9, 14, 19]
+    assert not any(NoReset().is_dense(s, 28) for s in range(28))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ConstantRatio(0.0), r"ratio.value must be in \(0, 1\]"),
+        (lambda: ConstantRatio(1.5), r"ratio.value must be in \(0, 1\]"),
+        (lambda: ConstantRatio("half"), r"ratio.value must be a number in \(0, 1\]"),
+        (lambda: ConstantRatio(0.5, -1), r"ratio.warmup must be in \[0, inf\)"),
+        (lambda: ExpStarvation(-1), r"starvation.k must be in \[0, inf\)"),
+        (lambda: FixedReset([-1]), r"reset.steps must be in \[0, steps\)"),
+        (lambda: PeriodicReset(every=0), r"reset.every must be in \[1, inf\)"),
+    ],
+)
+def test_bad_settings_raise_one_clear_line(build, message):
+    with pytest.raises(ValueError, match=message) as info:
+        build()
+    assert "\n" not in str(info.value)
+
+
+def test_reset_steps_beyond_the_schedule_are_rejected():
+    with pytest.raises(ValueError, match=r"reset.steps must lie in \[0, 20\) for steps=20"):
+        FixedReset([12, 22]).validate(20)
