@@ -1,0 +1,81 @@
+"""The command line: one end-to-end run in a subprocess, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rasfw.cli import main
+
+SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "progress=false"]
+# In-process runs: Hydra's logging would keep writing to pytest's closed capture streams.
+QUIET = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
+def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rasfw", "sampler=ras", "metric=std_noise", *SMALL, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in (
+        "model", "sampler", "steps", "height", "width", "tokens", "active_tokens_per_step", "time_s",
+        "dense_time_s", "speedup", "flops", "dense_flops", "flops_ratio", "max_abs_diff_vs_dense",
+        "psnr_vs_dense", "images", "heatmap",
+    ):  # fmt: skip
+        assert key in summary, key
+    assert summary["steps"] == 6 and summary["sampler"] == "ras" and summary["model"] == "default"
+    n = summary["tokens"]
+    assert summary["active_tokens_per_step"] == [n, n, n // 2, n // 2, n, n // 2]
+    assert 0 < summary["flops_ratio"] < 1 and summary["flops"] < summary["dense_flops"]
+    assert summary["max_abs_diff_vs_dense"] > 0
+    for name in [*summary["images"], summary["heatmap"]]:
+        assert (tmp_path / name).stat().st_size > 0
+    assert "model: default (" in result.stdout
+
+
+def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
+    main([*SMALL, *QUIET, "ratio.value=1.0", f"hydra.run.dir={tmp_path}"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["max_abs_diff_vs_dense"] == 0 and summary["flops_ratio"] == 1
+    assert summary["psnr_vs_dense"] is None  # identical images
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ratio.value=0", r"ratio.value must be in (0, 1]; got 0"),
+        ("ratio.value=1.5", r"ratio.value must be in (0, 1]; got 1.5"),
+        ("ratio.warmup=-1", r"ratio.warmup must be in [0, inf); got -1"),
+        ("metric=nope", "metric: unknown option 'nope'; available: "),
+        ("model=nope", "model: unknown option 'nope'; available: "),
+        ("reset.steps=[3,40]", "reset.steps must lie in [0, 28) for steps=28; got [3, 40]"),
+        ("sampler.high_ratio=1.2", "sampler.high_ratio must be in [0, 1]; got 1.2"),
+        ("steps=0", "steps must be in [1, inf); got 0"),
+        ("height=33", "height must be a multiple of 2 (patch size x latent scale); got 33"),
+        ("ratio.valu=0.3", "ratio.valu: unknown setting"),
+        ("starvation.k=-0.5", "starvation.k must be in [0, inf); got -0.5"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(override, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([override, *QUIET, "progress=false", f"hydra.run.dir={tmp_path}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rasfw", "ratio.value=2"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: ratio.value must be in (0, 1]; got 2"

@@ -1,0 +1,63 @@
+"""Every config composes and instantiates; the registry and conf/ agree both ways."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from rasfw import REGISTRY
+from rasfw.cli import STRATEGY_GROUPS, build_sampler, check_settings
+
+CONF = resources.files("rasfw.conf")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+
+
+def composed(*overrides: str):
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group", STRATEGY_GROUPS)
+def test_registry_and_conf_agree_both_ways(group):
+    builtin = {name: cls for name, cls in REGISTRY.items(group) if cls.__module__.startswith("rasfw.")}
+    assert sorted(builtin) == options(group)
+    for name, cls in builtin.items():
+        target = OmegaConf.load(str(CONF.joinpath(group, f"{name}.yaml")))["_target_"]
+        assert get_class(target) is cls, f"conf/{group}/{name}.yaml targets {target}, registry has {cls}"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={name}" for group in (*STRATEGY_GROUPS, "sampler", "backend") for name in options(group)],
+)
+def test_every_option_composes_and_builds(override):
+    cfg = composed(override)
+    check_settings(cfg)
+    sampler = build_sampler(cfg)
+    sampler.reset.validate(cfg.steps)
+
+
+def test_backend_options_match_registered_backends():
+    assert set(options("backend")) - {"auto"} <= set(REGISTRY.names("backend"))
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_compose(name):
+    cfg = composed(f"+experiment={name}")
+    check_settings(cfg)
+    build_sampler(cfg).reset.validate(cfg.steps)
+
+
+def test_defaults_follow_the_reference_sd3_example():
+    cfg = composed()
+    sampler = build_sampler(cfg)
+    assert cfg.steps == 28 and sampler.ratio.value == 0.5 and sampler.ratio.warmup == 4
+    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1 and sampler.high_ratio == 1.0
+    assert cfg.compare_dense is True
