@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw.backends import resolve_backend
-from rasfw.hooks import apply_ras, find_adapter, ras_state, remove_ras
+from rasfw.hooks import apply_ras, find_adapter, remove_ras
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.state import ForwardPlan, RegionState
 from rasfw.strategies.ratios import ConstantRatio
@@ -171,7 +171,7 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
         apply_ras(pipe, samplers[ratio])
         try:
             seconds, peak = _generation(pipe, steps)
-            backend = getattr(pipe, "_rasfw_attachment").backend.name
+            backend = pipe._rasfw_attachment.backend.name
         finally:
             remove_ras(pipe)
         return seconds, peak, backend

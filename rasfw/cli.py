@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rasfw import viz
 from rasfw.hooks import apply_ras, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.strategies._checks import integer, number
-from rasfw import viz
 
 EXIT_USAGE = 2
 STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
@@ -182,7 +182,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def _backend_name(runner: PipelineRunner) -> str:
-    attachment = getattr(runner.pipe, "_rasfw_attachment")
+    attachment = runner.pipe._rasfw_attachment
     return attachment.backend.name
 
 

@@ -12,8 +12,8 @@ or when the CLI starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import importlib
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any, TypeVar
 

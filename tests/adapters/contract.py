@@ -4,7 +4,8 @@ A subclass provides:
     make_pipe(patch_size) -> an object with .transformer and .scheduler and
         __call__(batch, height, width, steps, guidance, seed) -> final latents (a standard diffusers loop)
     forward_inputs(transformer, batch, height, width, seed) -> kwargs of one transformer call
-    patch_sizes: patch sizes to exercise; size: (height, width) of a non-square latent.
+    patch_sizes: patch sizes to exercise; size: (height, width) of a non-square latent;
+    cfg_copies: transformer-batch rows per image when guidance is on.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def ras(value: float = 0.5, warmup: int = 2, resets=(5,), **kwargs) -> RegionAda
 class AdapterContract:
     patch_sizes: tuple[int, ...] = (2,)
     size: tuple[int, int] = (16, 24)
+    cfg_copies: int = 2  # transformer rows per image under guidance (1: guidance embedded, as in Flux.1-dev)
 
     def make_pipe(self, patch_size: int):
         raise NotImplementedError
@@ -109,9 +111,9 @@ class AdapterContract:
         handle.remove()
         ras_calls = [index for index in seen if index is not None]
         assert ras_calls
-        for index in ras_calls:  # rows [uncond_0, uncond_1, cond_0, cond_1]
-            assert index.shape[0] == 4
-            assert torch.equal(index[:2], index[2:])
+        for index in ras_calls:  # rows [uncond_0, uncond_1, cond_0, cond_1] with two copies
+            assert index.shape[0] == 2 * self.cfg_copies
+            assert all(torch.equal(index[:2], copy) for copy in index.split(2))
             assert not torch.equal(index[0], index[1]) or index.shape[1] == state.grid_shape[0] * state.grid_shape[1]
 
     def test_interleaved_pipelines_match_alone(self):
