@@ -7,7 +7,6 @@ this module imports neither Triton nor the kernels, and compiles nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
 from types import ModuleType
 
@@ -23,9 +22,8 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INDEX_DTYPES = (torch.int64, torch.int32)
 
 
-@functools.cache
 def _load_kernels() -> tuple[ModuleType | None, str]:
-    """Import `rasfw.kernels` once: `(module, "")`, or `(None, why not)`."""
+    """Import `rasfw.kernels`: `(module, "")`, or `(None, why not)`. Each backend does this once."""
     try:
         import rasfw.kernels as kernels
         import rasfw.kernels.gather
@@ -37,10 +35,9 @@ def _load_kernels() -> tuple[ModuleType | None, str]:
     return kernels, ""
 
 
-def _unsupported(index: torch.Tensor, *data: torch.Tensor | None) -> str:
+def _unsupported(kernels: ModuleType | None, why: str, index: torch.Tensor, *data: torch.Tensor | None) -> str:
     """Why the Triton kernels cannot run on these tensors, or "" when they can."""
     tensors = [t for t in data if t is not None]
-    kernels, why = _load_kernels()
     if kernels is None:
         return why
     devices = {t.device for t in [index, *tensors]}
@@ -70,6 +67,7 @@ class TritonBackend(TokenBackend):
 
     def __init__(self) -> None:
         self._reference = TorchBackend()
+        self._kernels, self._missing = _load_kernels()
         self._logged: set[tuple[str, str]] = set()
         self.last_impl: str | None = None
         self.last_reason = ""
@@ -82,27 +80,27 @@ class TritonBackend(TokenBackend):
 
     def gather(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self._use_triton("gather", index, x):
-            return _load_kernels()[0].gather.gather(x, index)
+            return self._kernels.gather.gather(x, index)
         return self._reference.gather(x, index)
 
     def scatter(self, dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         if self._use_triton("scatter", index, dst, src):
-            return _load_kernels()[0].scatter.scatter(dst, index, src)
+            return self._kernels.scatter.scatter(dst, index, src)
         return self._reference.scatter(dst, index, src)
 
     def linear_scatter(self, x, weight, bias, index, dst):
         if self._use_triton("linear_scatter", index, x, weight, bias, dst, same_dtype=(x, weight, bias)):
-            return _load_kernels()[0].linear_scatter.linear_scatter(x, weight, bias, index, dst)
+            return self._kernels.linear_scatter.linear_scatter(x, weight, bias, index, dst)
         return self._reference.linear_scatter(x, weight, bias, index, dst)
 
     def gather_linear(self, x, index, weight, bias):
         if self._use_triton("gather_linear", index, x, weight, bias, same_dtype=(x, weight, bias)):
-            return _load_kernels()[0].gather_linear.gather_linear(x, index, weight, bias)
+            return self._kernels.gather_linear.gather_linear(x, index, weight, bias)
         return self._reference.gather_linear(x, index, weight, bias)
 
     def _use_triton(self, op: str, index: torch.Tensor, *data: torch.Tensor | None, same_dtype=()) -> bool:
         """Decide Triton or reference for one call, and record (and log once) the choice."""
-        reason = _unsupported(index, *data)
+        reason = _unsupported(self._kernels, self._missing, index, *data)
         dtypes = {t.dtype for t in same_dtype if t is not None}
         if not reason and len(dtypes) > 1:
             reason = f"mixed input dtypes {sorted(map(str, dtypes))}"  # the reference raises the usual error

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rasfw import RegionAdaptiveSampler, apply_ras
+from rasfw.strategies.resets import NoReset
 from tests.adapters.contract import AdapterContract
 from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
 
@@ -50,6 +51,6 @@ def test_pipeline_without_transformer_is_a_type_error():
 
 def test_odd_latent_size_names_the_patch_size():
     pipe = TinySD3Pipeline(tiny_sd3_transformer(patch_size=2))
-    apply_ras(pipe, RegionAdaptiveSampler())
+    apply_ras(pipe, RegionAdaptiveSampler(reset=NoReset()))
     with pytest.raises(ValueError, match="divisible by the patch size 2"):
         pipe(batch=1, height=15, width=16, steps=4, guidance=1.0, seed=0)

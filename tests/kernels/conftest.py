@@ -25,6 +25,8 @@ def _map_source_kernels() -> None:
 
     An install maps the folder through setuptools' package-dir; this does the same for a bare checkout.
     """
+    import rasfw
+
     if importlib.util.find_spec("rasfw.kernels") is not None or not (_KERNELS / "__init__.py").exists():
         return
     spec = importlib.util.spec_from_file_location(
@@ -33,6 +35,7 @@ def _map_source_kernels() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["rasfw.kernels"] = module
     spec.loader.exec_module(module)
+    rasfw.kernels = module
 
 
 _map_source_kernels()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -89,3 +94,24 @@ def test_linear_scatter_rejects_mixed_input_dtypes():
     with pytest.raises(ValueError, match="share one"):
         index = torch.zeros(1, 2, dtype=torch.long)
         linear_scatter(torch.randn(1, 2, 3), torch.randn(4, 3).half(), None, index, torch.zeros(1, 5, 4))
+
+
+def test_kernel_interprets_when_triton_was_imported_first():
+    """diffusers imports triton before tests/kernels/conftest.py sets TRITON_INTERPRET; the kernel still runs."""
+    conftest = Path(__file__).with_name("conftest.py")
+    code = f"""
+import os, runpy
+os.environ.pop("TRITON_INTERPRET", None)
+import torch, triton
+os.environ["TRITON_INTERPRET"] = "1"
+runpy.run_path({str(conftest)!r})
+from rasfw.kernels.linear_scatter import linear_scatter, linear_scatter_reference
+args = (torch.randn(1, 3, 20), torch.randn(7, 20), torch.randn(7), torch.tensor([[4, 0, 2]]))
+expected = linear_scatter_reference(*args, torch.zeros(1, 5, 7))
+torch.testing.assert_close(linear_scatter(*args, torch.zeros(1, 5, 7)), expected)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=conftest.parents[2], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
