@@ -10,7 +10,6 @@ import argparse
 
 import torch
 import triton.testing
-
 from rasfw.kernels.gather_linear import gather_linear, gather_linear_reference
 from rasfw.kernels.linear_scatter import linear_scatter, linear_scatter_reference
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import rasfw.kernels
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rasfw.kernels
 from rasfw.backends import TorchBackend, resolve_backend
 from rasfw.backends.triton import TritonBackend
 

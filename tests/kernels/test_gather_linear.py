@@ -6,7 +6,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rasfw.kernels.gather_linear import gather_linear, gather_linear_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)

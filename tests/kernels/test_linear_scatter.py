@@ -11,7 +11,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rasfw.kernels.linear_scatter import linear_scatter, linear_scatter_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
