@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +70,13 @@ def apply_ras(pipe: Any, sampler: RegionAdaptiveSampler | None = None) -> Region
     handle = transformer.register_forward_pre_hook(before_forward, with_kwargs=True)
     original_set_timesteps, original_step = scheduler.set_timesteps, scheduler.step
 
+    @functools.wraps(original_set_timesteps)  # pipelines inspect its signature (FluxPipeline: sigmas=)
     def set_timesteps(*args, **kwargs):
         result = original_set_timesteps(*args, **kwargs)
         sampler.begin(state, len(scheduler.timesteps))
         return result
 
+    @functools.wraps(original_step)
     def step(*args, **kwargs):
         model_output = args[0] if args else kwargs["model_output"]
         sample = args[2] if len(args) > 2 else kwargs["sample"]

@@ -38,26 +38,26 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def _perturb_zeros(model: torch.nn.Module, seed: int, std: float = 0.5) -> None:
-    """Give zero-initialised parameters (gates, pad tokens) random values so every path carries signal."""
+    """Give zero-initialised parameters (gates) random values so every path carries signal."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            if not torch.isfinite(parameter).all() or not parameter.any():
+            if not parameter.any():
                 parameter.copy_(torch.randn(parameter.shape, generator=gen) * std)
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKL:
-    """A 4-level VAE (8× down-sampling, as the real models) with 4 latent channels and 8 features per level."""
+    """A 4-level VAE (8× down-sampling, as the real models) with 4 latent channels and 4 features per level."""
     with _seeded(seed):
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 8, 8),
+            block_out_channels=(4, 4, 4, 4),
             layers_per_block=1,
             latent_channels=LATENT_CHANNELS,
-            norm_num_groups=4,
+            norm_num_groups=2,
             sample_size=64,
             scaling_factor=1.0,
             shift_factor=0.0,
@@ -100,6 +100,7 @@ def tiny_lumina_next_transformer(seed: int = 0, patch_size: int = 2) -> LuminaNe
             qk_norm=True,
             cross_attention_dim=TEXT_DIM,
         )
+        torch.nn.init.normal_(model.pad_token, std=0.02)  # allocated uninitialised (and unused by forward)
     _perturb_zeros(model, seed)  # the cross-attention gates start at zero
     return model.eval()
 
@@ -134,20 +135,25 @@ def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
     )
 
 
-def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+def tiny_sd3_pipeline(seed: int = 0, patch_size: int = 2) -> StableDiffusion3Pipeline:
     """diffusers' `StableDiffusion3Pipeline` around tiny random parts, without text encoders."""
-    none = dict.fromkeys(("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3"))
+    none = dict.fromkeys(
+        ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=tiny_sd3_transformer(seed), scheduler=FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(seed + 1), **none
+        transformer=tiny_sd3_transformer(seed, patch_size),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(seed + 1),
+        **none,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def tiny_lumina_next_pipeline(seed: int = 0) -> LuminaPipeline:
+def tiny_lumina_next_pipeline(seed: int = 0, patch_size: int = 2) -> LuminaPipeline:
     """diffusers' `LuminaPipeline` (Lumina-Next) around tiny random parts, without a text encoder."""
     pipe = LuminaPipeline(
-        transformer=tiny_lumina_next_transformer(seed),
+        transformer=tiny_lumina_next_transformer(seed, patch_size),
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=tiny_vae(seed + 1),
         text_encoder=None,

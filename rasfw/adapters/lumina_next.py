@@ -55,7 +55,11 @@ class LuminaNextAdapter(ProjectionCacheAdapter):
         self._processors: list[tuple[torch.nn.Module, LuminaRASAttnProcessor]] = []
 
     def install(self, model, state, backend) -> None:
-        attns = [(f"{name}.attn1", block.attn1) for name, block in model.named_modules() if isinstance(block, LuminaNextDiTBlock)]
+        attns = [
+            (f"{name}.attn1", block.attn1)
+            for name, block in model.named_modules()
+            if isinstance(block, LuminaNextDiTBlock)
+        ]
         for name, attn in attns:
             if type(attn.processor) is not LuminaAttnProcessor2_0:
                 raise ValueError(

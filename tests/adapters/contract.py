@@ -154,7 +154,7 @@ class AdapterContract:
         index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
         with torch.no_grad():
             state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache)
-            dense = transformer(**inputs, return_dict=False)[0]
+            dense = transformer(**inputs, return_dict=False)[0].clone()  # the partial call may reuse its memory
             state.forward = ForwardPlan(index, capture=False, kv_cache=kv_cache)
             partial = transformer(**inputs, return_dict=False)[0]
         adapter.remove(transformer)

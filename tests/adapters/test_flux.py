@@ -1,0 +1,79 @@
+"""The Flux adapter against the adapter contract, through Flux's denoising loop on packed latents."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rasfw import RegionAdaptiveSampler, apply_ras
+from rasfw.adapters.flux import FluxAdapter
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset
+from tests.adapters.contract import AdapterContract
+from tests.tiny_pipelines import (
+    FluxLoop,
+    image_ids,
+    tiny_flux_transformer,
+)
+
+
+class TestFluxAdapter(AdapterContract):
+    """Double- and single-stream blocks, 3-axis RoPE, guidance embedding; 2x2 packing."""
+
+    patch_sizes = (2,)
+    size = (16, 24)
+    cfg_copies = 1  # guidance is an embedding: one transformer row per image
+
+    def make_pipe(self, patch_size):
+        return FluxLoop(tiny_flux_transformer())
+
+    def forward_inputs(self, transformer, batch, height, width, seed):
+        return FluxLoop(transformer).forward_inputs(batch, height, width, seed)
+
+
+def ras() -> RegionAdaptiveSampler:
+    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]))
+
+
+def test_grid_comes_from_img_ids():
+    loop = FluxLoop(tiny_flux_transformer())
+    state = apply_ras(loop, ras())
+    loop(batch=1, height=8, width=12, steps=6)
+    assert state.grid_shape == (4, 6)
+
+
+def test_two_transformer_calls_per_step_raise():
+    """True CFG (a second, negative-prompt call per step) would share one cache: refused."""
+
+    loop = FluxLoop(tiny_flux_transformer())
+    apply_ras(loop, ras())
+    inner = loop.transformer
+
+    class Twice(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            inner(*args, **kwargs)
+            return inner(*args, **kwargs)
+
+    loop.transformer = Twice()
+    with pytest.raises(RuntimeError, match="called twice at step"):
+        loop(batch=1, height=8, width=8, steps=6)
+
+
+def test_kv_cache_off_runs():
+    loop = FluxLoop(tiny_flux_transformer())
+    apply_ras(loop, RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]), kv_cache=False))
+    assert torch.isfinite(loop(batch=1, height=8, width=8, steps=6)).all()
+
+
+def test_img_ids_that_are_not_one_grid_are_refused():
+    adapter = FluxAdapter()
+    ids = torch.cat([image_ids(2, 2), image_ids(2, 2)])  # a reference image's tokens appended (Kontext)
+    with pytest.raises(ValueError, match="one rows x cols grid"):
+        adapter._record_ids(
+            None, (), {"hidden_states": torch.zeros(1, 8, 16), "img_ids": ids, "txt_ids": torch.zeros(3, 3)}
+        )
+
+
+def test_grid_before_any_transformer_call_explains():
+    with pytest.raises(ValueError, match="no transformer call with 6 image tokens"):
+        FluxAdapter().grid(torch.zeros(1, 6, 16))
