@@ -79,3 +79,18 @@ def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: ratio.value must be in (0, 1]; got 2"
+
+
+@pytest.mark.parametrize("model", ["sd3_tiny", "lumina_next_tiny", "flux_tiny"])
+def test_tiny_diffusers_models_run_and_ratio_one_is_exact(model, tmp_path):
+    main([f"model={model}", *SMALL, *QUIET, "ratio.value=1.0", "prompts=[a red circle]", f"hydra.run.dir={tmp_path}"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == model and summary["max_abs_diff_vs_dense"] == 0
+
+
+def test_missing_model_path_is_one_line_and_exit_code_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["model=sd3", "model.path=/no/such/folder", "model.device=cpu", *QUIET, f"hydra.run.dir={tmp_path}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.path: cannot load '/no/such/folder'") and "\n" not in err
