@@ -65,8 +65,9 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
     return vae.eval()
 
 
-def tiny_sd3_transformer(seed: int = 0, patch_size: int = 2) -> SD3Transformer2DModel:
-    """A 2-layer `SD3Transformer2DModel`, hidden 16."""
+def tiny_sd3_transformer(seed: int = 0, patch_size: int = 2, sd35: bool = False) -> SD3Transformer2DModel:
+    """A 2-layer `SD3Transformer2DModel`, hidden 16; `sd35` adds qk-norm and a dual-attention layer."""
+    extra = {"qk_norm": "rms_norm", "dual_attention_layers": (0,)} if sd35 else {}
     with _seeded(seed):
         model = SD3Transformer2DModel(
             sample_size=16,
@@ -80,6 +81,7 @@ def tiny_sd3_transformer(seed: int = 0, patch_size: int = 2) -> SD3Transformer2D
             pooled_projection_dim=POOLED_DIM,
             out_channels=LATENT_CHANNELS,
             pos_embed_max_size=32,
+            **extra,
         )
     return model.eval()
 

@@ -5,29 +5,9 @@ from __future__ import annotations
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-TEXT_DIM, POOLED_DIM, TEXT_LEN = 16, 8, 5
+from rasfw.tiny import LATENT_CHANNELS, POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_sd3_transformer
 
-
-def tiny_sd3_transformer(patch_size: int = 2, sd35: bool = False, seed: int = 0) -> SD3Transformer2DModel:
-    """A 2-layer SD3 transformer with 4 latent channels; `sd35` adds qk-norm and a dual-attention layer."""
-    torch.manual_seed(seed)
-    extra = {"qk_norm": "rms_norm", "dual_attention_layers": (0,)} if sd35 else {}
-    model = SD3Transformer2DModel(
-        sample_size=16,
-        patch_size=patch_size,
-        in_channels=4,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=TEXT_DIM,
-        caption_projection_dim=16,
-        pooled_projection_dim=POOLED_DIM,
-        out_channels=4,
-        pos_embed_max_size=32,
-        **extra,
-    )
-    return model.eval()
-
+__all__ = ["TinySD3Pipeline", "tiny_sd3_transformer"]
 
 class TinySD3Pipeline:
     """The shape of diffusers' SD3 pipeline loop: CFG by batch stacking, scheduler.step per step."""
@@ -39,7 +19,7 @@ class TinySD3Pipeline:
     def forward_inputs(self, batch: int, height: int, width: int, seed: int) -> dict:
         gen = torch.Generator().manual_seed(seed)
         return {
-            "hidden_states": torch.randn(batch, 4, height, width, generator=gen),
+            "hidden_states": torch.randn(batch, LATENT_CHANNELS, height, width, generator=gen),
             "encoder_hidden_states": torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=gen),
             "pooled_projections": torch.randn(batch, POOLED_DIM, generator=gen),
             "timestep": torch.full((batch,), 500.0),
@@ -50,7 +30,7 @@ class TinySD3Pipeline:
         """Sample `batch` images; image i draws its inputs from seed `seed + i` alone."""
         cfg = guidance > 1
         gens = [torch.Generator().manual_seed(seed + i) for i in range(batch)]
-        latents = torch.stack([torch.randn(4, height, width, generator=g) for g in gens])
+        latents = torch.stack([torch.randn(LATENT_CHANNELS, height, width, generator=g) for g in gens])
         halves = 2 if cfg else 1
         context = torch.cat([torch.stack([torch.randn(TEXT_LEN, TEXT_DIM, generator=g) for g in gens]) for _ in range(halves)])
         pooled = torch.cat([torch.stack([torch.randn(POOLED_DIM, generator=g) for g in gens]) for _ in range(halves)])
