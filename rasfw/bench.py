@@ -7,16 +7,13 @@ FLOP-ideal speed-up, peak memory and its overhead against dense (CUDA only), and
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rasfw.backends import resolve_backend
 from rasfw.hooks import apply_ras, find_adapter, remove_ras
@@ -264,24 +261,9 @@ def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
 
 
 def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+    from rasfw.cli import table_app
 
-    @hydra.main(version_base=None, config_path="pkg://rasfw.conf", config_name="bench")
-    def task(cfg: DictConfig) -> None:
-        try:
-            rows = measure(cfg)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        out = Path(HydraConfig.get().runtime.output_dir)
-        (out / "bench.json").write_text(json.dumps({"machine": machine(), "config": OmegaConf.to_container(cfg), "rows": rows}, indent=2) + "\n")
-        table = markdown(rows, cfg)
-        (out / "bench.md").write_text(table)
-        print(table)
-        print(f"wrote {out / 'bench.json'}")
-
-    task()
+    table_app("bench", lambda cfg: {"machine": machine(), "rows": measure(cfg)}, lambda result, cfg: markdown(result["rows"], cfg))
 
 
 if __name__ == "__main__":
