@@ -138,7 +138,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
         **files,
     }
-    summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates))
+    dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
+    summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_SIZE",
     "Batch",
     "make_prompt",
+    "parse_prompt",
     "render",
     "sample_batch",
     "sample_attributes",
@@ -86,6 +87,21 @@ def make_prompt(labels: dict[str, int], labels2: dict[str, int] | None = None) -
     return text
 
 
+def parse_prompt(prompt: str) -> dict[str, int] | None:
+    """The attribute labels of a single-object prompt in the data's grammar, or None if it is not one.
+
+    ``"a small red circle at the top left"`` -> ``{"shape": 0, "colour": 0, "size": 0, "position": 0}``.
+    """
+    wanted = " ".join(prompt.lower().split())
+    for shape in range(len(SHAPES)):
+        for colour in range(len(COLOURS)):
+            for size in range(len(SIZES)):
+                for position in range(len(POSITIONS)):
+                    if _phrase(shape, colour, size, position) == wanted:
+                        return {"shape": shape, "colour": colour, "size": size, "position": position}
+    return None
+
+
 def vocabulary_words() -> list[str]:
     """Every word a prompt can contain, in a fixed order."""
     words = ["a", "at", "the", "and"]
@@ -99,9 +115,7 @@ def vocabulary_words() -> list[str]:
 
 def sample_attributes(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Uniform random attribute indices, each a long (n,) tensor."""
-    return {
-        name: torch.randint(len(values), (n,), generator=generator) for name, values in ATTRIBUTES.items()
-    }
+    return {name: torch.randint(len(values), (n,), generator=generator) for name, values in ATTRIBUTES.items()}
 
 
 def _background(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
@@ -226,7 +240,7 @@ def prompt_set(n: int = 200, seed: int = 1234) -> tuple[list[str], dict[str, tor
     order = torch.cat([torch.randperm(total, generator=g) for _ in range(n // total + 1)])[:n]
     labels: dict[str, torch.Tensor] = {}
     rest = order.clone()
-    for name, k in zip(reversed(list(ATTRIBUTES)), reversed(counts)):
+    for name, k in zip(reversed(list(ATTRIBUTES)), reversed(counts), strict=True):
         labels[name] = rest % k
         rest = rest // k
     labels = {name: labels[name] for name in ATTRIBUTES}

@@ -37,12 +37,12 @@ class PipelineRunner(ABC):
         prompts: list[str],
         images: torch.Tensor,
         dense_images: torch.Tensor | None,
-        update_counts: torch.Tensor,
+        ras_update_counts: torch.Tensor,
     ) -> dict[str, Any]:
         """Extra summary fields for this model (quality metrics); none by default.
 
         Args:
-            update_counts: `(B, rows, cols)` how many steps recomputed each token.
+            ras_update_counts: `(B, rows, cols)` how often each token was recomputed at RAS steps.
         """
         return {}
 
@@ -61,6 +61,37 @@ class MiniRunner(PipelineRunner):
 
         self.pipe = load_pipeline(weights, device=device, dtype=dtype)
         self.weights = self.pipe.weights_source
+
+    def evaluate(self, prompts, images, dense_images, ras_update_counts):
+        """Alignment, FD against real procedural images, and where the RAS updates fell.
+
+        Only prompts in the data's grammar ("a small red circle at the top left") are scored. Object
+        pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
+        figures compare the updates with where the prompt asks the object to be.
+        """
+        from rasfw.data import parse_prompt, render
+        from rasfw.eval import alignment_accuracy, fd, load_evaluator, object_update_share
+
+        keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
+        if not keep or images.shape[-2:] != (32, 32):
+            return {"evaluated_images": 0}
+        labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in ("shape", "colour", "size", "position")}
+        evaluator = load_evaluator()
+        real, masks = render(labels, torch.Generator().manual_seed(0))
+        real = (real + 1) / 2
+        result: dict[str, Any] = {
+            "evaluated_images": len(keep),
+            "alignment_accuracy": alignment_accuracy(images[keep], labels, evaluator),
+            "fd": fd(images[keep], real, evaluator) if len(keep) > 1 else None,
+            "dense_alignment_accuracy": None,
+            "dense_fd": None,
+        }
+        if dense_images is not None:
+            result["dense_alignment_accuracy"] = alignment_accuracy(dense_images[keep], labels, evaluator)
+            result["dense_fd"] = fd(dense_images[keep], real, evaluator) if len(keep) > 1 else None
+        if ras_update_counts.sum() > 0:
+            result.update(object_update_share(ras_update_counts[keep], masks, self.patch_size))
+        return result
 
     def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True):
         return self.pipe(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -22,9 +23,11 @@ import torch
 from torch import nn
 
 from rasfw.data import sample_batch
-from rasfw.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, save_pipeline
+from rasfw.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
 
 __all__ = ["train", "rectified_flow_loss", "draw_loss_curve"]
+
+_ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
 
 DEFAULTS = {
     "steps": 2000,
@@ -44,11 +47,13 @@ DEFAULTS = {
     "max_minutes": None,
     "log_every": 10,
     "model": {},
+    "init": None,
 }
 
 
-def rectified_flow_loss(transformer: nn.Module, text_encoder: nn.Module, x0: torch.Tensor, prompts: list[str],
-                        generator: torch.Generator) -> torch.Tensor:
+def rectified_flow_loss(
+    transformer: nn.Module, text_encoder: nn.Module, x0: torch.Tensor, prompts: list[str], generator: torch.Generator
+) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity ``noise - x0``."""
     b = x0.shape[0]
     t = torch.sigmoid(torch.randn(b, generator=generator))
@@ -56,8 +61,9 @@ def rectified_flow_loss(transformer: nn.Module, text_encoder: nn.Module, x0: tor
     tt = t.view(b, 1, 1, 1)
     xt = (1 - tt) * x0 + tt * noise
     ctx, pooled = text_encoder(prompts)
-    pred = transformer(hidden_states=xt, encoder_hidden_states=ctx, pooled_projections=pooled,
-                       timestep=t * 1000, return_dict=False)[0]
+    pred = transformer(
+        hidden_states=xt, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=t * 1000, return_dict=False
+    )[0]
     return torch.mean((pred.float() - (noise - x0)) ** 2)
 
 
@@ -104,10 +110,10 @@ def draw_loss_curve(losses: list[float], path: str | Path, title: str = "trainin
     if n == 0:
         img.save(path)
         return
-    smooth, acc = [], losses[0]
-    for v in losses:
+    smooth, acc = [], 0.0
+    for i, v in enumerate(losses, start=1):
         acc = 0.95 * acc + 0.05 * v
-        smooth.append(acc)
+        smooth.append(acc / (1 - 0.95**i))  # bias-corrected, so the curve starts at the first loss
     lo, hi = min(losses), max(losses)
     lo, hi = (lo - 1e-3, hi + 1e-3) if hi - lo < 1e-6 else (lo, hi)
 
@@ -143,7 +149,12 @@ def train(cfg) -> dict:
     weights_path = out / DEFAULT_WEIGHTS.name
     config = _model_config(cfg["model"])
 
-    pipe = build_pipeline(config, seed=cfg["seed"])
+    if cfg["init"]:
+        # Continue from saved weights (the architecture comes from the file; optimizer state starts afresh).
+        pipe = load_pipeline(str(cfg["init"]))
+        config = pipe.config
+    else:
+        pipe = build_pipeline(config, seed=cfg["seed"])
     transformer, text_encoder = pipe.transformer.train(), pipe.text_encoder.train()
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     n_params = sum(p.numel() for p in params)
@@ -159,14 +170,14 @@ def train(cfg) -> dict:
     def save(tag: str) -> None:
         live = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for p, e in zip(params, ema):
+            for p, e in zip(params, ema, strict=True):
                 p.copy_(e)
         record = _record(cfg, config, step, losses, time.time() - start, n_params, tag)
         save_pipeline(weights_path, transformer, text_encoder, config, extra={"training": record})
         (out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
         draw_loss_curve(losses, out / "loss_curve.png")
         with torch.no_grad():
-            for p, v in zip(params, live):
+            for p, v in zip(params, live, strict=True):
                 p.copy_(v)
         print(f"[train] saved {tag} weights at step {step} to {weights_path}", flush=True)
 
@@ -183,7 +194,7 @@ def train(cfg) -> dict:
 
         batch = sample_batch(cfg["batch_size"], generator=data_gen, two_object_prob=cfg["two_object_prob"])
         drop = torch.rand(len(batch), generator=drop_gen) < cfg["caption_dropout"]
-        prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist())]
+        prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist(), strict=True)]
         loss = rectified_flow_loss(transformer, text_encoder, batch.images, prompts, noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,9 +208,12 @@ def train(cfg) -> dict:
 
         if step % cfg["log_every"] == 0 or step == 1:
             now = time.time() - start
-            recent = sum(losses[-cfg["log_every"]:]) / len(losses[-cfg["log_every"]:])
-            print(f"[train] step {step} loss {recent:.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                  f"{now / step:.2f} s/step elapsed {now / 60:.1f} min", flush=True)
+            recent = sum(losses[-cfg["log_every"] :]) / len(losses[-cfg["log_every"] :])
+            print(
+                f"[train] step {step} loss {recent:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{now / step:.2f} s/step elapsed {now / 60:.1f} min",
+                flush=True,
+            )
         if time.time() - last_ckpt > 60.0 * cfg["checkpoint_minutes"]:
             save("checkpoint")
             last_ckpt = time.time()
@@ -210,8 +224,7 @@ def train(cfg) -> dict:
     return _record(cfg, config, step, losses, time.time() - start, n_params, "final")
 
 
-def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: float, n_params: int,
-            tag: str) -> dict:
+def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: float, n_params: int, tag: str) -> dict:
     tail = losses[-50:]
     return {
         "command": " ".join([Path(sys.executable).name, "-m", "rasfw.train", *sys.argv[1:]]),
@@ -229,6 +242,7 @@ def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: fl
         "model_config": config,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "environment": {k: os.environ[k] for k in _ENV_KEYS if k in os.environ},
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -237,8 +251,11 @@ def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: fl
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"),
-                config_name="train")
+    # In a checkout the configs sit in conf/ at the top; an installed package carries them as rasfw.conf.
+    repo_conf = Path(__file__).resolve().parents[1] / "conf"
+    config_path = str(repo_conf) if (repo_conf / "train.yaml").is_file() else "pkg://rasfw.conf"
+
+    @hydra.main(version_base="1.3", config_path=config_path, config_name="train")
     def _entry(cfg) -> None:
         train(cfg)
 

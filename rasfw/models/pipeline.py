@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from rasfw.models.text import TextEncoder
@@ -83,8 +83,11 @@ class MiniPipeline:
         return self.transformer.config.patch_size
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MiniPipeline:
-        self.transformer.to(device=device, dtype=dtype)
-        self.text_encoder.to(device=device, dtype=dtype)
+        if dtype == self.dtype:
+            dtype = None  # diffusers warns on every dtype cast, even a no-op one
+        kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
+        self.transformer.to(**kwargs)
+        self.text_encoder.to(**kwargs)
         return self
 
     def encode_prompts(self, prompts: list[str], guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,8 +147,13 @@ def build_pipeline(config: dict | None = None, seed: int = 0) -> MiniPipeline:
     return MiniPipeline(transformer, scheduler, text_encoder, config, RANDOM_SOURCE)
 
 
-def save_pipeline(path: str | Path, transformer: torch.nn.Module, text_encoder: torch.nn.Module, config: dict,
-                  extra: dict | None = None) -> Path:
+def save_pipeline(
+    path: str | Path,
+    transformer: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    config: dict,
+    extra: dict | None = None,
+) -> Path:
     """Write both modules' weights (float32) and the config to one safetensors file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +190,6 @@ def load_pipeline(weights: str | None = None, device: str = "cpu", dtype: str = 
         state = load_file(str(path))
         for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
             prefix = name + "."
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         pipe.weights_source = str(path)
     return pipe.to(device=device, dtype=_DTYPES[dtype])

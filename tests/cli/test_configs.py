@@ -59,5 +59,5 @@ def test_defaults_follow_the_reference_sd3_example():
     cfg = composed()
     sampler = build_sampler(cfg)
     assert cfg.steps == 28 and sampler.ratio.value == 0.5 and sampler.ratio.warmup == 4
-    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1 and sampler.high_ratio == 1.0
+    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1 and sampler.high_ratio == 0.3
     assert cfg.compare_dense is True

@@ -1,0 +1,25 @@
+"""Quality metrics for the embedded model: an attribute classifier and the distances built on it."""
+
+from rasfw.eval.classifier import AttributeClassifier, load_evaluator, train_classifier
+from rasfw.eval.metrics import (
+    alignment_accuracy,
+    fd,
+    frechet_distance,
+    object_update_share,
+    psnr,
+    sfd,
+    ssim,
+)
+
+__all__ = [
+    "AttributeClassifier",
+    "alignment_accuracy",
+    "fd",
+    "frechet_distance",
+    "load_evaluator",
+    "object_update_share",
+    "psnr",
+    "sfd",
+    "ssim",
+    "train_classifier",
+]

@@ -1,0 +1,85 @@
+import json
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from rasfw.train import draw_loss_curve, train
+
+TINY_MODEL = {
+    "transformer": {"num_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "caption_projection_dim": 32},
+    "text_encoder": {"dim": 16, "pooled_dim": 16, "heads": 2},
+}
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    torch.manual_seed(0)
+    cfg = {
+        "steps": 30,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "warmup": 1,
+        "threads": 1,
+        "out": str(tmp_path),
+        "log_every": 100,
+        "model": TINY_MODEL,
+        "seed": 0,
+    }
+    import rasfw.train as train_module
+
+    losses = []
+    real = train_module.rectified_flow_loss
+
+    def spy(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    train_module.rectified_flow_loss = spy
+    threads = torch.get_num_threads()
+    try:
+        record = train(cfg)
+    finally:
+        train_module.rectified_flow_loss = real
+        torch.set_num_threads(threads)
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    assert record["steps"] == 30
+    for name in ("mini_sd3.safetensors", "training_record.json", "loss_curve.png"):
+        assert (tmp_path / name).is_file()
+    saved = json.loads((tmp_path / "training_record.json").read_text())
+    assert saved["seed"] == 0 and saved["torch"] == torch.__version__
+
+
+def test_hydra_config_composes_with_overrides(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["steps=1", "batch_size=2", f"out={tmp_path}", "threads=1"])
+    assert cfg.steps == 1 and cfg.out == str(tmp_path)
+    from rasfw.train import _config
+
+    assert _config(cfg)["batch_size"] == 2
+
+
+def test_loss_curve_png(tmp_path):
+    from PIL import Image
+
+    draw_loss_curve([1.0, 0.8, 0.7, 0.65], tmp_path / "c.png")
+    assert Image.open(tmp_path / "c.png").size == (640, 400)
+
+
+def test_continue_from_saved_weights(tmp_path):
+    from rasfw.models import load_pipeline
+    from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
+    from rasfw.train import _model_config
+
+    config = _model_config(TINY_MODEL)
+    pipe = build_pipeline(config, seed=5)
+    start = save_pipeline(tmp_path / "start.safetensors", pipe.transformer, pipe.text_encoder, config)
+    threads = torch.get_num_threads()
+    try:
+        record = train({"steps": 2, "batch_size": 4, "threads": 1, "out": str(tmp_path / "next"), "init": str(start)})
+    finally:
+        torch.set_num_threads(threads)
+    assert record["model_config"] == config != DEFAULT_CONFIG
+    assert load_pipeline(str(tmp_path / "next" / "mini_sd3.safetensors")).transformer.config.num_layers == 1
