@@ -12,7 +12,7 @@ from rasfw.cli import main
 
 SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "progress=false"]
 # In-process runs: Hydra's logging would keep writing to pytest's closed capture streams.
-QUIET = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 
 def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
