@@ -82,6 +82,8 @@ def apply_ras(pipe: Any, sampler: RegionAdaptiveSampler | None = None) -> Region
         sample = args[2] if len(args) > 2 else kwargs["sample"]
         sampler.observe(state, model_output, adapter.grid(sample))
         state.step += 1
+        if state.step >= state.num_steps:
+            state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
         return original_step(*args, **kwargs)
 
     scheduler.set_timesteps, scheduler.step = set_timesteps, step

@@ -69,6 +69,12 @@ class RegionState:
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
 
+    def release_caches(self) -> None:
+        """Free the key/value and output caches (after the last step); statistics stay readable."""
+        self.kv.clear()
+        self.output = None
+        self.forward = ForwardPlan()
+
     @property
     def active_tokens_per_step(self) -> list[int]:
         """Tokens recomputed per image at each planned step."""

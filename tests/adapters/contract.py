@@ -68,6 +68,7 @@ class AdapterContract:
         out = self.run(pipe)
         assert torch.isfinite(out).all()
         assert not torch.equal(out, dense)
+        assert not state.kv and state.output is None  # caches are freed when the generation ends
         n = state.grid_shape[0] * state.grid_shape[1]
         assert min(state.active_tokens_per_step) == n - int(0.75 * n)
 
