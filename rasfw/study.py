@@ -32,6 +32,10 @@ def _sampler(cfg: DictConfig, ratio: float, high_ratio: float) -> RegionAdaptive
     )
 
 
+def _accuracy(per_attribute: dict[str, float]) -> dict[str, float]:
+    return {"alignment_accuracy": per_attribute["all"], **{f"{k}_accuracy": v for k, v in per_attribute.items() if k != "all"}}
+
+
 def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images for `prompts` in chunks of `cfg.batch` (chunk j seeded with `cfg.seed + j`), and for RAS
     the per-token count of updates made at RAS steps, `(B, rows, cols)`."""
@@ -71,7 +75,7 @@ def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) ->
 def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
     """Run the study; returns `{"rows": [...], "prompts": n, ...}`."""
     from rasfw.data import prompt_set, render
-    from rasfw.eval import alignment_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
+    from rasfw.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
     from rasfw.models import load_pipeline
 
     pipe = pipe if pipe is not None else load_pipeline()
@@ -87,7 +91,7 @@ def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
             "method": name,
             "steps": steps,
             "flops_ratio": flops / dense_flops,
-            "alignment_accuracy": alignment_accuracy(images, labels, evaluator),
+            **_accuracy(attribute_accuracy(images, labels, evaluator)),
             "fd": fd(images, real, evaluator),
             "sfd": sfd(images, real, evaluator),
             "psnr_vs_dense": None if reference is None else psnr(images, reference),
@@ -121,13 +125,14 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines = [
         f"{result['prompts']} prompts; weights: {result['weights']}\n",
-        "| method | steps | FLOP ratio | alignment | FD | sFD | PSNR vs dense | SSIM vs dense | object update share / area |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | steps | FLOP ratio | alignment | shape / colour / size / position | FD | sFD | PSNR vs dense | SSIM vs dense | object update share / area |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         focus = "—" if "object_update_share" not in r else f"{r['object_update_share']:.3f} / {r['object_area_share']:.3f}"
         lines.append(
             f"| {r['method']} | {r['steps']} | {r['flops_ratio']:.3f} | {r['alignment_accuracy']:.3f} | "
+            f"{r['shape_accuracy']:.2f} / {r['colour_accuracy']:.2f} / {r['size_accuracy']:.2f} / {r['position_accuracy']:.2f} | "
             f"{r['fd']:.2f} | {r['sfd']:.2f} | {num(r['psnr_vs_dense'], '.2f')} | {num(r['ssim_vs_dense'], '.3f')} | {focus} |"
         )
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from rasfw.eval.classifier import AttributeClassifier, load_evaluator, train_classifier
 from rasfw.eval.metrics import (
     alignment_accuracy,
+    attribute_accuracy,
     fd,
     frechet_distance,
     object_update_share,
@@ -14,6 +15,7 @@ from rasfw.eval.metrics import (
 __all__ = [
     "AttributeClassifier",
     "alignment_accuracy",
+    "attribute_accuracy",
     "fd",
     "frechet_distance",
     "load_evaluator",

@@ -15,6 +15,7 @@ from rasfw.data import ATTRIBUTES
 
 __all__ = [
     "alignment_accuracy",
+    "attribute_accuracy",
     "frechet_distance",
     "fd",
     "sfd",
@@ -35,9 +36,16 @@ def _evaluator(evaluator):
 
 def alignment_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> float:
     """Share of images whose predicted shape, colour, size and position all match the prompt's."""
+    return attribute_accuracy(images, attributes, evaluator)["all"]
+
+
+def attribute_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> dict[str, float]:
+    """Per attribute, the share of images whose prediction matches the prompt; "all" for all four at once."""
     preds = _evaluator(evaluator).predict(images)
-    hits = torch.stack([preds[k] == torch.as_tensor(attributes[k]).cpu() for k in ATTRIBUTES]).all(0)
-    return float(hits.float().mean())
+    hits = {k: preds[k] == torch.as_tensor(attributes[k]).cpu() for k in ATTRIBUTES}
+    result = {k: float(v.float().mean()) for k, v in hits.items()}
+    result["all"] = float(torch.stack(list(hits.values())).all(0).float().mean())
+    return result
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
