@@ -43,6 +43,7 @@ class ProjectionCacheAdapter(ModelAdapter):
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._overridden: list[torch.nn.Module] = []
+        self._processors: list[tuple[torch.nn.Module, Any]] = []  # (attention, processor with .detach)
 
     @classmethod
     def supports(cls, model: Any) -> bool:
@@ -64,8 +65,11 @@ class ProjectionCacheAdapter(ModelAdapter):
             handle.remove()
         for module in self._overridden:
             del module.forward  # the class's forward shows through again
+        for attention, processor in self._processors:
+            processor.detach(attention)
         self._handles.clear()
         self._overridden.clear()
+        self._processors.clear()
 
     @staticmethod
     def _gather_hook(state: RegionState, backend: TokenBackend):

@@ -59,7 +59,6 @@ class FluxAdapter(ProjectionCacheAdapter):
         self._call = _FluxCall()
         self._shapes: dict[int, tuple[int, int]] = {}  # image tokens -> (rows, cols), from img_ids
         self._ids: torch.Tensor | None = None  # the img_ids last read (pipelines pass the same tensor each step)
-        self._processors: list[tuple[torch.nn.Module, FluxRASAttnProcessor]] = []
 
     def install(self, model, state, backend) -> None:
         attns = [(name, m) for name, m in model.named_modules() if isinstance(m, FluxAttention)]
@@ -77,12 +76,6 @@ class FluxAdapter(ProjectionCacheAdapter):
             processor = FluxRASAttnProcessor(attn.processor, name, state, backend, self._call)
             processor.attach(attn, attn.norm_k, attn.to_v)
             self._processors.append((attn, processor))
-
-    def remove(self, model) -> None:
-        for attn, processor in self._processors:
-            processor.detach(attn)
-        self._processors.clear()
-        super().remove(model)
 
     def grid(self, latents: torch.Tensor) -> TokenGrid:
         if latents.ndim != 3:

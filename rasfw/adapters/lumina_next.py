@@ -52,7 +52,6 @@ class LuminaNextAdapter(ProjectionCacheAdapter):
         super().__init__()
         self._patch = 0
         self._tokens = _ImageTokens()
-        self._processors: list[tuple[torch.nn.Module, LuminaRASAttnProcessor]] = []
 
     def install(self, model, state, backend) -> None:
         attns = [
@@ -72,12 +71,6 @@ class LuminaNextAdapter(ProjectionCacheAdapter):
             processor = LuminaRASAttnProcessor(attn.processor, name, state, backend, self._tokens)
             processor.attach(attn, attn.norm_k if attn.norm_k is not None else attn.to_k, attn.to_v)
             self._processors.append((attn, processor))
-
-    def remove(self, model) -> None:
-        for attn, processor in self._processors:
-            processor.detach(attn)
-        self._processors.clear()
-        super().remove(model)
 
     def grid(self, latents: torch.Tensor) -> TokenGrid:
         height, width = latents.shape[-2:]
