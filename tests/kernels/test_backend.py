@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from rasfw.backends import TorchBackend, resolve_backend
 from rasfw.backends.triton import TritonBackend
+from tests.kernels.cases import DTYPES
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ROOT = Path(__file__).resolve().parents[2]
 
 
