@@ -1,7 +1,7 @@
 """rasfw: Region-Adaptive Sampling for diffusion transformers, as composable plugins."""
 
 from rasfw import backends, strategies  # noqa: F401 - registers the built-in strategies and backends
-from rasfw.hooks import apply_ras, ras_state, remove_ras
+from rasfw.hooks import apply_ras, ras_backend, ras_state, remove_ras
 from rasfw.interfaces import ModelAdapter, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.registry import REGISTRY, Registry, register
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
@@ -23,6 +23,7 @@ __all__ = [
     "StarvationPolicy",
     "TokenGrid",
     "apply_ras",
+    "ras_backend",
     "ras_state",
     "register",
     "remove_ras",

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from rasfw.backends import resolve_backend
-from rasfw.hooks import apply_ras, find_adapter, remove_ras
+from rasfw.hooks import apply_ras, find_adapter, ras_backend, remove_ras
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.state import ForwardPlan, RegionState
 from rasfw.strategies.ratios import ConstantRatio
@@ -168,7 +168,7 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
         apply_ras(pipe, samplers[ratio])
         try:
             seconds, peak = _generation(pipe, steps)
-            backend = pipe._rasfw_attachment.backend.name
+            backend = ras_backend(pipe).name
         finally:
             remove_ras(pipe)
         return seconds, peak, backend

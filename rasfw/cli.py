@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import viz
-from rasfw.hooks import apply_ras, remove_ras
+from rasfw.hooks import apply_ras, ras_backend, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import RegionAdaptiveSampler
@@ -106,7 +106,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         active = state.active_tokens_per_step
         grid_rows, grid_cols = state.grid_shape
         seconds = _timed(lambda: generate(False))
-        backend = _backend_name(runner)
+        backend = ras_backend(runner.pipe).name
     finally:
         remove_ras(runner.pipe)
 
@@ -180,11 +180,6 @@ def _timed(fn: Callable[[], Any]) -> float:
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
     mse = float(((a.float() - b.float()) ** 2).mean())
     return None if mse == 0 else 10 * math.log10(1.0 / mse)  # None: identical images (infinite PSNR)
-
-
-def _backend_name(runner: PipelineRunner) -> str:
-    attachment = runner.pipe._rasfw_attachment
-    return attachment.backend.name
 
 
 def _write_pictures(out: Path, images, dense_images, updates, steps: int) -> dict[str, Any]:

@@ -109,10 +109,19 @@ def remove_ras(pipe: Any) -> None:
 
 def ras_state(pipe: Any) -> RegionState:
     """The `RegionState` of a pipeline with RAS applied."""
+    return _attachment(pipe).state
+
+
+def ras_backend(pipe: Any) -> TokenBackend:
+    """The token backend a pipeline with RAS applied runs on (after `backend=auto` is resolved)."""
+    return _attachment(pipe).backend
+
+
+def _attachment(pipe: Any) -> _Attachment:
     attachment = getattr(pipe, _ATTR, None)
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline")
-    return attachment.state
+    return attachment
 
 
 def find_adapter(transformer: torch.nn.Module) -> type[ModelAdapter]:
