@@ -83,3 +83,38 @@ def test_continue_from_saved_weights(tmp_path):
         torch.set_num_threads(threads)
     assert record["model_config"] == config != DEFAULT_CONFIG
     assert load_pipeline(str(tmp_path / "next" / "mini_sd3.safetensors")).transformer.config.num_layers == 1
+
+
+def test_object_weight_map_covers_the_object_and_its_edge_ring():
+    from rasfw.train import object_weight_map
+
+    masks = torch.zeros(2, 6, 6, dtype=torch.bool)
+    masks[0, 2:4, 2:4] = True
+    w = object_weight_map(masks, 5.0)
+    assert w.shape == (2, 1, 6, 6)
+    assert torch.all(w[1] == 1.0)  # no object, plain loss
+    assert torch.all(w[0, 0, 1:5, 1:5] == 5.0) and w[0, 0, 0, 0] == 1.0 and w[0, 0, 5, 5] == 1.0
+    assert torch.equal(object_weight_map(masks, 1.0), torch.ones(2, 1, 6, 6))
+
+
+def test_weighted_loss_is_a_weighted_mean_of_the_plain_loss():
+    from rasfw.models.pipeline import build_pipeline
+    from rasfw.train import _model_config, rectified_flow_loss
+
+    pipe = build_pipeline(_model_config(TINY_MODEL), seed=0)
+    x0 = torch.rand(2, 3, 32, 32) * 2 - 1
+    prompts = ["a small red circle at the top left", ""]
+
+    def loss(weight):
+        return rectified_flow_loss(
+            pipe.transformer, pipe.text_encoder, x0, prompts, torch.Generator().manual_seed(1), weight
+        )
+
+    plain = loss(None)
+    torch.testing.assert_close(loss(torch.full((2, 1, 32, 32), 3.0)), plain)  # uniform weights change nothing
+    left = torch.zeros(2, 1, 32, 32)
+    left[..., :16] = 1.0
+    right = 1.0 - left
+    # The two halves' weighted means average back to the plain mean (equal areas).
+    torch.testing.assert_close((loss(left) + loss(right)) / 2, plain)
+    assert not torch.isclose(loss(left), loss(right))
