@@ -6,7 +6,8 @@ Rectified flow as SD3 trains it: ``x_t = (1 - t) x0 + t noise``, the target velo
 ``caption_dropout`` so classifier-free guidance works. AdamW, an EMA of the weights (the EMA is what ships),
 data drawn on the fly from ``rasfw.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
 data's masks), where the shapes are decided; 1 is SD3's plain loss. Checkpoints are written every ``checkpoint_minutes``, and training
-stops early, saving, when ``max_minutes`` is spent.
+stops early, saving, when ``max_minutes`` is spent. The learning-rate schedule spans ``steps`` or ``max_minutes``,
+whichever ends first; ``stop_minutes`` ends a run sooner without changing that schedule (a stage cut short).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ DEFAULTS = {
     "out": None,
     "checkpoint_minutes": 10.0,
     "max_minutes": None,
+    "stop_minutes": None,
     "log_every": 10,
     "model": {},
     "init": None,
@@ -242,6 +244,9 @@ def train(cfg) -> dict:
             last_ckpt = time.time()
         if max_seconds is not None and time.time() - start > max_seconds:
             print(f"[train] time budget of {cfg['max_minutes']} min spent at step {step}", flush=True)
+            break
+        if cfg["stop_minutes"] is not None and time.time() - start > 60.0 * float(cfg["stop_minutes"]):
+            print(f"[train] stopping after {cfg['stop_minutes']} min at step {step}", flush=True)
             break
     save("final")
     return _record(cfg, config, step, losses, time.time() - start, n_params, "final")

@@ -118,3 +118,14 @@ def test_weighted_loss_is_a_weighted_mean_of_the_plain_loss():
     # The two halves' weighted means average back to the plain mean (equal areas).
     torch.testing.assert_close((loss(left) + loss(right)) / 2, plain)
     assert not torch.isclose(loss(left), loss(right))
+
+
+def test_stop_minutes_ends_the_run_early_and_saves(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        cfg = {"steps": 50, "batch_size": 2, "threads": 1, "out": str(tmp_path), "model": TINY_MODEL, "stop_minutes": 0}
+        record = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert record["steps"] == 1 and record["steps_planned"] == 50
+    assert json.loads((tmp_path / "training_record.json").read_text())["status"] == "final"
