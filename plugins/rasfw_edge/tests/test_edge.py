@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from rasfw_edge import EdgeEnergy
 
 from rasfw import REGISTRY, TokenGrid
-from rasfw_edge import EdgeEnergy
 
 
 def test_entry_point_registers_the_metric():
