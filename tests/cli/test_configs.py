@@ -55,9 +55,13 @@ def test_experiments_compose(name):
     build_sampler(cfg).reset.validate(cfg.steps)
 
 
-def test_defaults_follow_the_reference_sd3_example():
+def test_defaults_follow_the_reference_sd3_example_but_cache_the_lowest_scores():
     cfg = composed()
     sampler = build_sampler(cfg)
     assert cfg.steps == 28 and sampler.ratio.value == 0.5 and sampler.ratio.warmup == 4
-    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1 and sampler.high_ratio == 0.3
+    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1
+    # h = 0 keeps the embedded model within 0.05 of dense alignment; the SD3 example's 0.3 does not
+    # (docs/models/embedded.md). The reference preset keeps 0.3.
+    assert sampler.high_ratio == 0.0
+    assert build_sampler(composed("+experiment=sd3_reference")).high_ratio == 0.3
     assert cfg.compare_dense is True
