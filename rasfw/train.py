@@ -5,9 +5,10 @@ Rectified flow as SD3 trains it: ``x_t = (1 - t) x0 + t noise``, the target velo
 ``FlowMatchEulerDiscreteScheduler``'s timesteps. Prompts are dropped to "" with probability
 ``caption_dropout`` so classifier-free guidance works. AdamW, an EMA of the weights (the EMA is what ships),
 data drawn on the fly from ``rasfw.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
-data's masks), where the shapes are decided; 1 is SD3's plain loss. Checkpoints are written every ``checkpoint_minutes``, and training
-stops early, saving, when ``max_minutes`` is spent. The learning-rate schedule spans ``steps`` or ``max_minutes``,
-whichever ends first; ``stop_minutes`` ends a run sooner without changing that schedule (a stage cut short).
+data's masks), where the shapes are decided; 1 is SD3's plain loss. Checkpoints are written every
+``checkpoint_minutes``, and training stops early, saving, when ``max_minutes`` is spent. The learning-rate
+schedule spans ``steps`` or ``max_minutes``, whichever ends first; ``stop_minutes`` ends a run sooner without
+changing that schedule (a stage cut short).
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def train(cfg) -> dict:
     noise_gen = torch.Generator().manual_seed(cfg["seed"] + 2)
     drop_gen = torch.Generator().manual_seed(cfg["seed"] + 3)
     max_seconds = None if cfg["max_minutes"] is None else 60.0 * float(cfg["max_minutes"])
+    stop_seconds = None if cfg["stop_minutes"] is None else 60.0 * float(cfg["stop_minutes"])
+    weighted = cfg["object_weight"] != 1.0
     print(f"[train] {n_params / 1e6:.2f} M parameters; config {json.dumps(config)}", flush=True)
     print(f"[train] settings {json.dumps({k: v for k, v in cfg.items() if k != 'model'})}", flush=True)
 
@@ -219,7 +222,7 @@ def train(cfg) -> dict:
         batch = sample_batch(cfg["batch_size"], generator=data_gen, two_object_prob=cfg["two_object_prob"])
         drop = torch.rand(len(batch), generator=drop_gen) < cfg["caption_dropout"]
         prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist(), strict=True)]
-        weight = object_weight_map(batch.masks, cfg["object_weight"]) if cfg["object_weight"] != 1.0 else None
+        weight = object_weight_map(batch.masks, cfg["object_weight"]) if weighted else None
         loss = rectified_flow_loss(transformer, text_encoder, batch.images, prompts, noise_gen, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -245,7 +248,7 @@ def train(cfg) -> dict:
         if max_seconds is not None and time.time() - start > max_seconds:
             print(f"[train] time budget of {cfg['max_minutes']} min spent at step {step}", flush=True)
             break
-        if cfg["stop_minutes"] is not None and time.time() - start > 60.0 * float(cfg["stop_minutes"]):
+        if stop_seconds is not None and time.time() - start > stop_seconds:
             print(f"[train] stopping after {cfg['stop_minutes']} min at step {step}", flush=True)
             break
     save("final")
