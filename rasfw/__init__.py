@@ -1,7 +1,8 @@
 """rasfw: Region-Adaptive Sampling for diffusion transformers, as composable plugins."""
 
-from rasfw import backends, strategies  # noqa: F401 - registers the built-in strategies and backends
-from rasfw.hooks import apply_ras, ras_backend, ras_state, remove_ras
+from rasfw import backends, execution, strategies  # noqa: F401 - registers the built-in strategies, backends, executors
+from rasfw.execution import Executor
+from rasfw.hooks import apply_ras, ras_backend, ras_execution, ras_state, remove_ras
 from rasfw.interfaces import ModelAdapter, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.registry import REGISTRY, Registry, register
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "REGISTRY",
     "DenseSampler",
+    "Executor",
     "ForwardPlan",
     "ModelAdapter",
     "RatioSchedule",
@@ -24,6 +26,7 @@ __all__ = [
     "TokenGrid",
     "apply_ras",
     "ras_backend",
+    "ras_execution",
     "ras_state",
     "register",
     "remove_ras",

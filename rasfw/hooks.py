@@ -1,4 +1,10 @@
-"""`apply_ras` / `remove_ras`: attach a sampler to a pipeline's transformer and scheduler."""
+"""`apply_ras` / `remove_ras`: attach a sampler to a pipeline's transformer and scheduler.
+
+The transformer gets named, removable diffusers hooks (`HookRegistry` / `ModelHook`, name `rasfw`): one
+on the transformer itself that plans each call and runs it through the chosen executor, and the
+adapter's hooks and attention processors inside it. The scheduler (not a module) gets instance-level
+`set_timesteps` / `step` wrappers; removal puts back exactly what was there before.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,14 @@ from typing import Any
 import torch
 
 from rasfw.backends.base import TokenBackend, resolve_backend
+from rasfw.execution.base import Executor, build_executor
 from rasfw.interfaces import ModelAdapter
 from rasfw.registry import REGISTRY
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.state import RegionState
 
 _ATTR = "_rasfw_attachment"
+_MISSING = object()
 
 
 @dataclass
@@ -23,10 +31,14 @@ class _Attachment:
     adapter: ModelAdapter
     backend: TokenBackend
     state: RegionState
-    handle: torch.utils.hooks.RemovableHandle
+    executor: Executor
+    scheduler_attrs: dict[str, Any]  # instance attributes `set_timesteps` / `step` had before (or _MISSING)
+    hooked: Any  # rasfw.adapters.base.Hooked: the transformer's hook
 
 
-def apply_ras(pipe: Any, sampler: RegionAdaptiveSampler | None = None) -> RegionState:
+def apply_ras(
+    pipe: Any, sampler: RegionAdaptiveSampler | None = None, execution: str | Executor = "eager", **options: Any
+) -> RegionState:
     """Make `pipe` sample with Region-Adaptive Sampling; `pipe(...)` is then called as usual.
 
     Works on any object with `.transformer` (a supported DiT) and `.scheduler` (a diffusers-style
@@ -35,39 +47,57 @@ def apply_ras(pipe: Any, sampler: RegionAdaptiveSampler | None = None) -> Region
     Args:
         pipe: the pipeline to modify in place.
         sampler: the RAS settings; the reference defaults when omitted.
+        execution: how each transformer call runs: "eager" (default, bit-exact), "compile"
+            (`torch.compile(fullgraph=True)`, one graph per call shape) or "cudagraph" (one captured CUDA
+            graph per call shape; CUDA only), or an `Executor` instance.
+        **options: options of the executor (e.g. `backend="aot_eager"` for "compile").
 
     Returns:
         The pipeline's `RegionState` (read it after a call for per-step statistics).
 
     Raises:
         TypeError: the pipeline has no transformer/scheduler or its transformer is not supported.
-        ValueError: RAS is already applied to this pipeline.
+        ValueError: RAS is already applied to this pipeline, its transformer or its scheduler; or the
+            execution mode is unknown or cannot run on the transformer's device.
 
     Example:
         >>> import torch
         >>> from diffusers import StableDiffusion3Pipeline
         >>> from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
         >>> pipe = StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3-medium-diffusers")
-        >>> apply_ras(pipe, RegionAdaptiveSampler())
+        >>> apply_ras(pipe, RegionAdaptiveSampler(), execution="compile")
         >>> image = pipe("a cat", num_inference_steps=28).images[0]
         >>> remove_ras(pipe)
     """
+    from rasfw.adapters.base import HOOK_NAME, TransformerHook, attach_hook
+
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
         raise TypeError(f"sampler must be a RegionAdaptiveSampler; got {type(sampler).__name__}")
     transformer, scheduler = _parts(pipe)
     if hasattr(pipe, _ATTR):
         raise ValueError("RAS is already applied to this pipeline; call remove_ras(pipe) first")
+    registry = getattr(transformer, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(HOOK_NAME) is not None:
+        raise ValueError("RAS is already applied to this transformer (through another pipeline); remove it there first")
+    if getattr(getattr(scheduler, "step", None), "_rasfw", False):
+        raise ValueError("RAS is already applied to this scheduler (through another pipeline); remove it there first")
+    device = _device(transformer)
+    executor = build_executor(execution, **options)
+    executor.check(device)
     adapter = find_adapter(transformer)()
-    backend = resolve_backend(sampler.backend, _device(transformer))
-    state = RegionState()
+    backend = resolve_backend(sampler.backend, device)
+    state = RegionState(keep_buffers=executor.keeps_buffers)
     adapter.install(transformer, state, backend)
+    hooked = attach_hook(transformer, TransformerHook(sampler, adapter, state, executor))
+    transformer._diffusers_hook.invalidate_child_registries_cache()  # diffusers caches which submodules have hooks
+    saved = {name: vars(scheduler).get(name, _MISSING) for name in ("set_timesteps", "step")}
+    _wrap_scheduler(scheduler, sampler, adapter, state)
+    object.__setattr__(pipe, _ATTR, _Attachment(sampler, adapter, backend, state, executor, saved, hooked))
+    return state
 
-    def before_forward(module, args, kwargs):
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        sampler.prepare_forward(state, hidden.shape[0], adapter.grid(hidden))
 
-    handle = transformer.register_forward_pre_hook(before_forward, with_kwargs=True)
+def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: ModelAdapter, state: RegionState) -> None:
     original_set_timesteps, original_step = scheduler.set_timesteps, scheduler.step
 
     @functools.wraps(original_set_timesteps)  # pipelines inspect its signature (FluxPipeline: sigmas=)
@@ -86,9 +116,8 @@ def apply_ras(pipe: Any, sampler: RegionAdaptiveSampler | None = None) -> Region
             state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
         return original_step(*args, **kwargs)
 
+    step._rasfw = True
     scheduler.set_timesteps, scheduler.step = set_timesteps, step
-    object.__setattr__(pipe, _ATTR, _Attachment(sampler, adapter, backend, state, handle))
-    return state
 
 
 def remove_ras(pipe: Any) -> None:
@@ -97,13 +126,23 @@ def remove_ras(pipe: Any) -> None:
     Raises:
         ValueError: RAS is not applied to this pipeline.
     """
+    from rasfw.adapters.base import detach_hook
+
     attachment = getattr(pipe, _ATTR, None)
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline; nothing to remove")
     transformer, scheduler = _parts(pipe)
-    attachment.handle.remove()
+    detach_hook(attachment.hooked)
     attachment.adapter.remove(transformer)
-    del scheduler.set_timesteps, scheduler.step  # the class methods show through again
+    if hasattr(transformer, "_diffusers_hook"):
+        transformer._diffusers_hook.invalidate_child_registries_cache()
+    for name, value in attachment.scheduler_attrs.items():
+        if value is _MISSING:
+            vars(scheduler).pop(name, None)  # the class method shows through again
+        else:
+            setattr(scheduler, name, value)
+    attachment.executor.release()
+    attachment.state.free()
     object.__delattr__(pipe, _ATTR)
 
 
@@ -115,6 +154,11 @@ def ras_state(pipe: Any) -> RegionState:
 def ras_backend(pipe: Any) -> TokenBackend:
     """The token backend a pipeline with RAS applied runs on (after `backend=auto` is resolved)."""
     return _attachment(pipe).backend
+
+
+def ras_execution(pipe: Any) -> Executor:
+    """The executor of a pipeline with RAS applied (its `describe()` gives the mode and the graph count)."""
+    return _attachment(pipe).executor
 
 
 def _attachment(pipe: Any) -> _Attachment:

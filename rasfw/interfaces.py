@@ -127,3 +127,16 @@ class ModelAdapter(ABC):
     @abstractmethod
     def grid(self, latents: torch.Tensor) -> TokenGrid:
         """The token grid of a latent as the scheduler sees it."""
+
+    def call_grid(self, args: tuple, kwargs: dict[str, Any]) -> TokenGrid:
+        """The token grid of a transformer call, from its arguments; read once per generation, before
+        its first call (it may read tensor values, e.g. position ids: it is outside any graph)."""
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        return self.grid(hidden)
+
+    def prepare(self, model: torch.nn.Module, plan: Any, args: tuple, kwargs: dict[str, Any]) -> None:  # noqa: B027
+        """Allocate the buffers a call with `plan` (a `ForwardPlan` with caches) reads or writes.
+
+        Runs before the call, outside any compiled or captured graph; buffers are kept while their
+        shape stays the same, so every call of a shape sees the same addresses.
+        """

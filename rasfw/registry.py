@@ -18,9 +18,9 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
-KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend")
+KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution")
 # Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
-LAZY_BUILTINS = {"adapter": "rasfw.adapters"}
+LAZY_BUILTINS = {"adapter": "rasfw.adapters", "execution": "rasfw.execution"}
 
 T = TypeVar("T")
 
@@ -108,6 +108,7 @@ def _check_implements(kind: str, cls: type) -> None:
     """Validate at registration that `cls` implements the interface of `kind`."""
     from rasfw import interfaces
     from rasfw.backends.base import TokenBackend
+    from rasfw.execution.base import Executor
 
     expected = {
         "metric": interfaces.RegionMetric,
@@ -116,6 +117,7 @@ def _check_implements(kind: str, cls: type) -> None:
         "reset": interfaces.ResetSchedule,
         "adapter": interfaces.ModelAdapter,
         "backend": TokenBackend,
+        "execution": Executor,
     }.get(kind)
     if expected is not None and not (isinstance(cls, type) and issubclass(cls, expected)):
         raise TypeError(f"{kind} {cls!r} must subclass {expected.__name__}")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
-from rasfw.state import ForwardPlan, RegionState
+from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
 from rasfw.strategies.metrics import StdNoise
 from rasfw.strategies.ratios import ConstantRatio
@@ -15,6 +15,8 @@ from rasfw.strategies.resets import FixedReset, NoReset
 from rasfw.strategies.starvation import ExpStarvation
 
 _BACKENDS = ("torch", "triton", "auto")
+KV_DTYPES = {"model": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float8_e4m3fn": torch.float8_e4m3fn}
+"""`sampler.kv_dtype` choices: the dtype image keys/values are stored in ("model": the model's own)."""
 
 
 class RegionAdaptiveSampler:
@@ -31,6 +33,8 @@ class RegionAdaptiveSampler:
         high_ratio: of the tokens to cache, the share taken from the top of the ranking (`h`); the
             rest come from the bottom. `h = 1` (the reference default) caches the highest-scoring.
         kv_cache: active queries attend to cached keys/values of inactive tokens (Eq. 2).
+        kv_dtype: dtype the cached image keys/values are stored in: "model" (the model's dtype),
+            "bfloat16", "float16" or "float8_e4m3fn"; attention reads them back in the model's dtype.
         backend: token-operation backend, "torch", "triton" or "auto".
         seed: seed of the per-generation random generator (used by `metric=random`).
 
@@ -50,6 +54,7 @@ class RegionAdaptiveSampler:
         kv_cache: bool = True,
         backend: str = "torch",
         seed: int = 0,
+        kv_dtype: str = "model",
     ) -> None:
         self.metric = metric if metric is not None else StdNoise()
         self.ratio = ratio if ratio is not None else ConstantRatio()
@@ -60,6 +65,9 @@ class RegionAdaptiveSampler:
         if not isinstance(kv_cache, bool):
             raise ValueError(f"sampler.kv_cache must be true or false; got {kv_cache!r}")
         self.kv_cache = kv_cache
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"sampler.kv_dtype must be one of {', '.join(KV_DTYPES)}; got {kv_dtype!r}")
+        self.kv_dtype = kv_dtype
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
         self.backend = backend
@@ -81,22 +89,33 @@ class RegionAdaptiveSampler:
         self.reset.validate(num_steps)
         state.reset(num_steps, self.seed)
 
-    def prepare_forward(self, state: RegionState, batch: int, grid: TokenGrid) -> ForwardPlan:
-        """Plan the transformer call of the current step for a transformer batch of `batch` rows."""
+    def prepare_forward(
+        self, state: RegionState, batch: int, grid: TokenGrid, context: str = DEFAULT_CONTEXT
+    ) -> ForwardPlan:
+        """Plan the transformer call of the current step for a transformer batch of `batch` rows.
+
+        Runs before the call, on the host: every decision that depends on data was taken in `observe`,
+        and the active indices are copied into the fixed `(batch, a)` index buffer of the state.
+        """
         if state.skips is None:
             state.grid_shape = (grid.rows, grid.cols)
+            state.kv_dtype = KV_DTYPES[self.kv_dtype]
             n = grid.num_tokens
             state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
         i = state.step
         if i >= state.num_steps or state.active is None:
             capture = i + 1 < state.num_steps and state.skips[i + 1] > 0
-            state.forward = ForwardPlan(None, capture, self.kv_cache)
-        else:
-            images = state.active.shape[0]
-            if batch % images:
-                raise ValueError(f"transformer batch {batch} is not a multiple of the {images} images being sampled")
+            caches = state.context_caches(context) if capture else None
+            state.forward = ForwardPlan(None, capture, self.kv_cache, context, caches)
+            return state.forward
+        images, active = state.active.shape
+        if batch % images:
+            raise ValueError(f"transformer batch {batch} is not a multiple of the {images} images being sampled")
+        index = state.index_buffer(batch, active, state.active.device)
+        if index is not state.active:
             # Pipelines stack CFG copies along the batch ([uncond..., cond...]): row r is image r % B.
-            state.forward = ForwardPlan(state.active.repeat(batch // images, 1), False, self.kv_cache)
+            index.view(batch // images, images, active).copy_(state.active.expand(batch // images, -1, -1))
+        state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
         return state.forward
 
     def observe(self, state: RegionState, model_output: torch.Tensor, grid: TokenGrid) -> None:
@@ -118,7 +137,8 @@ class RegionAdaptiveSampler:
             tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
             score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
             score = self.starvation.adjust(score, state.drop_count)
-            state.active = self.select(score, state.skips[i + 1])  # (B, a)
+            selected = self.select(score, state.skips[i + 1])  # (B, a)
+            state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
             state.drop_count += 1.0
             state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
 

@@ -1,10 +1,94 @@
-"""Per-run state of one pipeline with RAS applied. Created by `apply_ras`, reset every generation."""
+"""Per-run state of one pipeline with RAS applied. Created by `apply_ras`, reset every generation.
+
+Graph safety: every tensor a transformer call reads or writes (the active-index buffers, the key/value
+caches, the output cache) is allocated here, outside the call, once per generation shape, and written in
+place. A compiled graph or a captured CUDA graph therefore always sees the same addresses; only the
+contents of the index buffers change from step to step.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from rasfw.backends.base import TokenBackend
+
+DEFAULT_CONTEXT = "default"
+"""Cache context of a transformer call made outside `transformer.cache_context(name)`."""
+
+_FP8 = {torch.float8_e4m3fn: 448.0}  # largest finite value: values are clamped before the cast
+
+
+@dataclass
+class KVCache:
+    """The keys and values one attention module attends to at a RAS call.
+
+    `key` / `value` are *joint* buffers `(Bt, S, W)` in the model's dtype, the image tokens at rows
+    `image` and the text (context) tokens, if the module attends to any, at the other rows. Attention
+    reads them as they are: nothing is concatenated per layer. With a `kv_dtype` other than the model's,
+    the image rows persist in `stored_key` / `stored_value` `(Bt, N, W)` in that dtype, and `key` / `value`
+    are scratch buffers shared by every module of the same shape, filled from the stored rows per call.
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    image: slice
+    stored_key: torch.Tensor | None = None
+    stored_value: torch.Tensor | None = None
+
+    def write_image(self, role: str, rows: torch.Tensor, index: torch.Tensor | None) -> None:
+        """Store image `role` ("key" or "value") rows `(Bt, a, W)` at token rows `index` `(Bt, a)`.
+
+        `index=None` stores all `N` image rows (a dense call that captures the cache).
+        """
+        joint, stored = getattr(self, role), getattr(self, f"stored_{role}")
+        if stored is not None:
+            _store(stored, rows, index)
+            joint[:, self.image].copy_(stored)  # dequantise all rows, then overwrite the fresh ones exactly
+        _store(joint[:, self.image], rows, index)
+
+    def project_image(self, role: str, linear: torch.nn.Module, x: torch.Tensor, index: torch.Tensor | None,
+                      backend: TokenBackend) -> None:
+        """`write_image(role, linear(x), index)`, fused into one projection-scatter kernel where possible."""
+        if index is not None and getattr(self, f"stored_{role}") is None and type(linear) is torch.nn.Linear:
+            backend.linear_scatter(x, linear.weight, linear.bias, index, getattr(self, role)[:, self.image])
+            return
+        self.write_image(role, linear(x), index)
+
+    def write_text(self, key: torch.Tensor, value: torch.Tensor, text: slice) -> None:
+        """Write this call's text keys/values `(Bt, T, W)` into their rows of the joint buffers."""
+        self.key[:, text].copy_(key)
+        self.value[:, text].copy_(value)
+
+
+def _store(dst: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None) -> None:
+    """`dst[b, index[b, j]] = src[b, j]` in place (`dst.copy_(src)` when `index` is None), in `dst`'s dtype."""
+    limit = _FP8.get(dst.dtype)
+    if limit is not None:
+        src = src.clamp(-limit, limit)
+    src = src.to(dst.dtype)
+    if index is None:
+        dst.copy_(src)
+        return
+    if limit is not None:  # scatter has no float8 kernel: move the bytes
+        dst, src = dst.view(torch.uint8), src.view(torch.uint8)
+    dst.scatter_(1, index.unsqueeze(-1).expand(-1, -1, dst.shape[-1]), src)
+
+
+@dataclass
+class CallCaches:
+    """The caches of one cache context (`cond`, `uncond`, or `default`).
+
+    Attributes:
+        output: `(Bt, N, F)` the transformer's last computed output per token (before unpatchify).
+        kv: per attention module (by qualified name), its key/value cache.
+    """
+
+    output: torch.Tensor | None = None
+    kv: dict[str, KVCache] = field(default_factory=dict)
 
 
 @dataclass
@@ -12,19 +96,31 @@ class ForwardPlan:
     """What one transformer call must do.
 
     Attributes:
-        index: `(Bt, a)` active token indices per transformer-batch row, or `None` for a dense call.
+        index: `(Bt, a)` active token indices per transformer-batch row (a fixed buffer of the state), or
+            `None` for a dense call.
         capture: dense call whose keys/values and outputs the following RAS step will reuse.
         kv_cache: at a RAS call, whether active queries also attend to cached keys/values of the
             inactive tokens (Eq. 2 of the RAS paper). Off: inactive tokens drop out of attention.
+        context: the cache context of the call (`transformer.cache_context(name)`).
+        caches: the buffers of that context; `None` at a dense call that neither reads nor writes them.
     """
 
     index: torch.Tensor | None = None
     capture: bool = False
     kv_cache: bool = True
+    context: str = DEFAULT_CONTEXT
+    caches: CallCaches | None = None
 
     @property
     def dense(self) -> bool:
         return self.index is None
+
+    @property
+    def key(self) -> tuple:
+        """The part of the call's shape key that the plan decides (see `rasfw.execution`)."""
+        if self.index is None:
+            return ("capture", self.kv_cache, self.context) if self.capture else ("dense",)
+        return ("ras", self.index.shape[1], self.kv_cache, self.context)
 
 
 @dataclass
@@ -35,13 +131,16 @@ class RegionState:
         num_steps: steps of the current generation (from `scheduler.set_timesteps`).
         step: index of the current step.
         skips: planned number of cached (skipped) tokens per step; 0 means a dense step.
-        active: `(B, a)` active tokens of the current step per image, `None` when dense.
+        active: `(B, a)` active tokens of the current step per image (a fixed buffer), `None` when dense.
         drop_count: `(B, N)` how often each patch has been cached (`D` of Eq. 1).
         update_count: `(B, N)` how often each patch was recomputed (for the heat map).
-        kv: per-projection key/value caches `(Bt, N, D)`, keyed by the projection's name.
-        output: `(Bt, N, F)` the transformer's last computed output per token.
+        caches: per cache context, the key/value and output caches.
         forward: the plan of the transformer call in progress.
         generator: random numbers for strategies that need them, seeded per generation.
+        grid_shape: `(rows, cols)` of the token grid of the current generation.
+        kv_dtype: dtype the image keys/values are stored in; `None`: the model's dtype.
+        keep_buffers: keep the buffers between generations (captured CUDA graphs hold their addresses).
+        calls: per cache context, the last step at which a call read or wrote its caches.
     """
 
     num_steps: int = 0
@@ -50,11 +149,15 @@ class RegionState:
     active: torch.Tensor | None = None
     drop_count: torch.Tensor | None = None
     update_count: torch.Tensor | None = None
-    kv: dict[str, torch.Tensor] = field(default_factory=dict)
-    output: torch.Tensor | None = None
+    caches: dict[str, CallCaches] = field(default_factory=dict)
     forward: ForwardPlan = field(default_factory=ForwardPlan)
     generator: torch.Generator = field(default_factory=torch.Generator)
     grid_shape: tuple[int, int] | None = None
+    kv_dtype: torch.dtype | None = None
+    keep_buffers: bool = False
+    calls: dict[str, int] = field(default_factory=dict)
+    _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+    _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def reset(self, num_steps: int, seed: int) -> None:
         """Forget the previous generation and prepare for one of `num_steps` steps."""
@@ -64,21 +167,106 @@ class RegionState:
         self.active = None
         self.drop_count = None
         self.update_count = None
-        self.kv.clear()
-        self.output = None
+        self.grid_shape = None
+        self.calls.clear()
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
 
     def release_caches(self) -> None:
-        """Free the key/value and output caches (after the last step); statistics stay readable."""
-        self.kv.clear()
-        self.output = None
+        """Free the key/value and output caches (after the last step); statistics stay readable.
+
+        With `keep_buffers` (captured CUDA graphs read and write them) they stay until `remove_ras`.
+        """
         self.forward = ForwardPlan()
+        if not self.keep_buffers:
+            self.free()
+
+    def free(self) -> None:
+        """Free every buffer, whatever `keep_buffers` says."""
+        self.caches.clear()
+        self._indices.clear()
+        self._scratch.clear()
+        self.active = None
+        self.forward = ForwardPlan()
+
+    # -- fixed-address buffers --------------------------------------------------------------------
+
+    def index_buffer(self, rows: int, count: int, device: torch.device) -> torch.Tensor:
+        """The `(rows, count)` int64 index buffer: one per shape, reused by every call of that shape."""
+        buffer = self._indices.get((rows, count))
+        if buffer is None or buffer.device != device:
+            buffer = self._indices[(rows, count)] = torch.zeros(rows, count, dtype=torch.int64, device=device)
+        return buffer
+
+    def context_caches(self, context: str) -> CallCaches:
+        """The caches of `context`, created empty on first use."""
+        return self.caches.setdefault(context, CallCaches())
+
+    def output_cache(self, caches: CallCaches, shape: tuple[int, int, int], dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+        """`caches.output`, a `(Bt, N, F)` buffer, allocated once per generation shape."""
+        out = caches.output
+        if out is None or tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
+            out = caches.output = torch.zeros(shape, dtype=dtype, device=device)
+        return out
+
+    def kv_cache(self, caches: CallCaches, name: str, shape: tuple[int, int, int], image: slice, value_width: int,
+                 dtype: torch.dtype, device: torch.device) -> KVCache:
+        """The key/value cache of module `name`: joint buffers `(Bt, S, W)` with image rows `image`.
+
+        Allocated on the first call of a generation shape and reused after; `value_width` may differ from
+        the key width `W` (grouped-query layouts keep both equal, but nothing here assumes it).
+        """
+        cache = caches.kv.get(name)
+        key_shape, value_shape = shape, (*shape[:2], value_width)
+        if cache is not None and tuple(cache.key.shape) == key_shape and cache.key.dtype == dtype:
+            return cache
+        rows = image.stop - image.start
+        kv_dtype = self.kv_dtype if self.kv_dtype not in (None, dtype) else None
+        if kv_dtype is None:
+            cache = KVCache(
+                torch.zeros(key_shape, dtype=dtype, device=device), torch.zeros(value_shape, dtype=dtype, device=device), image
+            )
+        else:
+            cache = KVCache(
+                self._shared(key_shape, dtype, device, "key"),
+                self._shared(value_shape, dtype, device, "value"),
+                image,
+                torch.zeros((shape[0], rows, shape[2]), dtype=kv_dtype, device=device),
+                torch.zeros((shape[0], rows, value_width), dtype=kv_dtype, device=device),
+            )
+        caches.kv[name] = cache
+        return cache
+
+    def _shared(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, role: str) -> torch.Tensor:
+        key = (role, tuple(shape), dtype, str(device))
+        if key not in self._scratch:
+            self._scratch[key] = torch.zeros(shape, dtype=dtype, device=device)
+        return self._scratch[key]
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens of the current generation (0 before its first transformer call)."""
+        return 0 if self.grid_shape is None else self.grid_shape[0] * self.grid_shape[1]
 
     @property
     def active_tokens_per_step(self) -> list[int]:
         """Tokens recomputed per image at each planned step."""
         if self.skips is None or self.grid_shape is None:
             return []
-        n = self.grid_shape[0] * self.grid_shape[1]
-        return [n - s for s in self.skips]
+        return [self.num_tokens - s for s in self.skips]
+
+    @property
+    def kv(self) -> dict[str, KVCache]:
+        """All key/value caches, keyed `"<context>/<module>"` (empty once a generation has ended)."""
+        return {f"{context}/{name}": kv for context, caches in self.caches.items() for name, kv in caches.kv.items()}
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the caches and buffers of this state right now."""
+        tensors = [c.output for c in self.caches.values() if c.output is not None]
+        for cache in (kv for caches in self.caches.values() for kv in caches.kv.values()):
+            tensors += [t for t in (cache.stored_key, cache.stored_value) if t is not None]
+            if cache.stored_key is None:
+                tensors += [cache.key, cache.value]
+        tensors += list(self._scratch.values()) + list(self._indices.values())
+        return sum(t.numel() * t.element_size() for t in tensors)

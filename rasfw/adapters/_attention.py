@@ -1,68 +1,91 @@
-"""Shared machinery of the RAS attention processors that cache rotated keys (Lumina-Next, Flux).
+"""Shared machinery of the RAS attention processors (SD3, Lumina-Next, Flux).
 
-A `CachingProcessor` replaces one attention module's processor while RAS is applied. At a dense call it
-delegates to the original processor, so the call is the unmodified model's, and records the key and
-value projections on the way (forward hooks on the modules that produce them); the subclass rotates
-the recorded keys into the cache. At a RAS call the subclass computes the attention itself, for the
-active queries against the whole cache. `detach` restores the original processor object.
+A `RASProcessor` replaces one attention module's processor while RAS is applied. Which path a call takes
+depends only on the call's `ForwardPlan`, fixed before the call:
+
+* `"original"`: a dense call that touches no cache runs the module's original processor, unchanged (so
+  ratio 1 is bit-for-bit the unmodified model);
+* `"cached"`: a capture call (all `N` image tokens) or a RAS call (the `a` active tokens) writes its image
+  keys/values into the module's `KVCache` (`index=None` writes them all), its text keys/values into the
+  text rows of the same joint buffer, and attends to the whole buffer: nothing is concatenated per layer;
+* `"uncached"`: a RAS call with `sampler.kv_cache=false`: the active tokens attend only to themselves
+  (and the text), the paper's "without key/value cache" ablation.
+
+`allocate` sizes the module's buffers before the call; `original` is the processor restored by removal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from rasfw.backends.base import TokenBackend
-from rasfw.state import RegionState
+from rasfw.state import CallCaches, KVCache, RegionState
 
 
-class CachingProcessor:
-    """Base class: owns the original processor, the capture hooks and the cache names of one module.
+class RASProcessor:
+    """Base class of the RAS processors: the original processor, the module's cache name and layout.
 
     Args:
-        original: the attention module's processor before RAS.
-        name: the attention module's qualified name; its caches are `state.kv[name + ".k" / ".v"]`.
-        state: the run state the cache lives in.
+        attn: the attention module it is installed on.
+        original: the module's processor before RAS.
+        name: the module's qualified name; its cache is `caches.kv[name]`.
+        state: the run state the caches live in.
         backend: token operations.
+
+    Attributes:
+        text_first: in the joint buffer the text rows come before the image rows (Flux) or after (SD3).
     """
 
-    def __init__(self, original: Any, name: str, state: RegionState, backend: TokenBackend) -> None:
+    text_first: ClassVar[bool] = False
+
+    def __init__(self, attn: torch.nn.Module, original: Any, name: str, state: RegionState, backend: TokenBackend):
+        self.attn = attn
         self.original = original
-        self.key_name, self.value_name = f"{name}.k", f"{name}.v"
+        self.name = name
         self.state = state
         self.backend = backend
-        self._capturing = False
-        self._captured: dict[str, torch.Tensor] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def attach(self, attn: torch.nn.Module, key_module: torch.nn.Module, value_module: torch.nn.Module) -> None:
-        """Install on `attn`; `key_module` / `value_module` produce the keys / values to record."""
-        for slot, module in (("k", key_module), ("v", value_module)):
-            self._handles.append(module.register_forward_hook(self._recorder(slot)))
-        attn.set_processor(self)
+    def joins_text(self) -> bool:
+        """Whether this module's image tokens attend jointly to the text tokens (a joint buffer)."""
+        return False
 
-    def detach(self, attn: torch.nn.Module) -> None:
-        """Remove the hooks and put the original processor back."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        attn.set_processor(self.original)
+    def allocate(self, caches: CallCaches, rows: int, tokens: int, text: int) -> KVCache:
+        """Size this module's joint key/value buffers for `rows` batch rows, `tokens` image, `text` text tokens."""
+        text = text if self.joins_text() else 0
+        image = slice(text, text + tokens) if self.text_first else slice(0, tokens)
+        weight = self.attn.to_k.weight
+        shape = (rows, tokens + text, self.attn.to_k.out_features)
+        return self.state.kv_cache(
+            caches, self.name, shape, image, self.attn.to_v.out_features, weight.dtype, weight.device
+        )
 
-    def delegate(self, *args: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
-        """Run the original processor; return its output and, at a capture call, the recorded k and v."""
+    def path(self) -> str:
+        """"original", "cached" or "uncached" for the call in progress (see the module docstring)."""
         plan = self.state.forward
-        self._capturing = plan.capture and plan.kv_cache
-        try:
-            out = self.original(*args)
-        finally:
-            self._capturing = False
-        captured, self._captured = self._captured, {}
-        return out, captured.get("k"), captured.get("v")
+        if plan.index is None:
+            return "cached" if plan.caches is not None and plan.kv_cache else "original"
+        return "cached" if plan.kv_cache else "uncached"
 
-    def _recorder(self, slot: str):
-        def hook(module, args, output):
-            if self._capturing:
-                self._captured[slot] = output
+    def cache(self) -> KVCache:
+        return self.state.forward.caches.kv[self.name]
 
-        return hook
+
+def text_rows(cache: KVCache) -> slice:
+    """The rows of the text tokens in a joint buffer (those that are not image rows)."""
+    if cache.image.start > 0:
+        return slice(0, cache.image.start)
+    return slice(cache.image.stop, cache.key.shape[1])
+
+
+def heads_view(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """`(B, S, H * d)` -> `(B, H, S, d)` (a view)."""
+    b, s, width = x.shape
+    return x.view(b, s, heads, width // heads).transpose(1, 2)
+
+
+def tokens_view(x: torch.Tensor) -> torch.Tensor:
+    """`(B, H, S, d)` -> `(B, S, H * d)`."""
+    b, h, s, d = x.shape
+    return x.transpose(1, 2).reshape(b, s, h * d)

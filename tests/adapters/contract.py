@@ -68,7 +68,7 @@ class AdapterContract:
         out = self.run(pipe)
         assert torch.isfinite(out).all()
         assert not torch.equal(out, dense)
-        assert not state.kv and state.output is None  # caches are freed when the generation ends
+        assert not state.caches and not state.kv  # caches are freed when the generation ends
         n = state.grid_shape[0] * state.grid_shape[1]
         assert min(state.active_tokens_per_step) == n - int(0.75 * n)
 
@@ -153,13 +153,17 @@ class AdapterContract:
         active = data.draw(st.integers(1, n), label="active")
         gen = torch.Generator().manual_seed(seed)
         index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
+        call_grid = adapter.call_grid((), inputs)
+        state.grid_shape = call_grid.rows, call_grid.cols
+        caches = state.context_caches("default")
         with torch.no_grad():
-            state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache)
-            dense = transformer(**inputs, return_dict=False)[0].clone()  # the partial call may reuse its memory
-            state.forward = ForwardPlan(index, capture=False, kv_cache=kv_cache)
+            state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache, caches=caches)
+            adapter.prepare(transformer, state.forward, (), inputs)
+            dense = transformer(**inputs, return_dict=False)[0]
+            state.forward = ForwardPlan(index, capture=False, kv_cache=kv_cache, caches=caches)
             partial = transformer(**inputs, return_dict=False)[0]
-        adapter.remove(transformer)
         grid = adapter.grid(dense)
+        adapter.remove(transformer)
         d, p = grid.to_tokens(dense), grid.to_tokens(partial)  # (B, N, P, C)
         take = index[:, :, None, None].expand(-1, -1, *d.shape[2:])
         torch.testing.assert_close(torch.gather(p, 1, take), torch.gather(d, 1, take), rtol=1e-4, atol=1e-5)

@@ -42,8 +42,8 @@ def test_grid_comes_from_img_ids():
     assert state.grid_shape == (4, 6)
 
 
-def test_two_transformer_calls_per_step_raise():
-    """True CFG (a second, negative-prompt call per step) would share one cache: refused."""
+def test_two_calls_in_one_cache_context_raise():
+    """A second call in the same cache context at one step would overwrite the first's caches: refused."""
 
     loop = FluxLoop(tiny_flux_transformer())
     apply_ras(loop, ras())
@@ -55,8 +55,40 @@ def test_two_transformer_calls_per_step_raise():
             return inner(*args, **kwargs)
 
     loop.transformer = Twice()
-    with pytest.raises(RuntimeError, match="called twice at step"):
+    with pytest.raises(RuntimeError, match="called twice at step .* cache context 'default'"):
         loop(batch=1, height=8, width=8, steps=6)
+
+
+def true_cfg(loop: FluxLoop, order: tuple[str, str], scale: float = 4.0) -> torch.Tensor:
+    """Flux's true CFG: a `cond` and an `uncond` (other prompt) call per step, each in its cache context."""
+    transformer = loop.transformer
+
+    def two_calls(**inputs):
+        negative = {**inputs, "encoder_hidden_states": -inputs["encoder_hidden_states"]}
+        outs = {}
+        for name in order:
+            with transformer.cache_context(name):
+                outs[name] = transformer(**(inputs if name == "cond" else negative))[0]
+        return (outs["uncond"] + scale * (outs["cond"] - outs["uncond"]),)
+
+    loop.transformer = lambda **inputs: two_calls(**{k: v for k, v in inputs.items() if k != "return_dict"})
+    try:
+        return loop(batch=2, height=8, width=12, steps=6)
+    finally:
+        loop.transformer = transformer
+
+
+def test_true_cfg_keeps_one_cache_per_context():
+    """Each context has its own caches, so the order of the two calls changes nothing; shared caches would."""
+    loop = FluxLoop(tiny_flux_transformer())
+    state = apply_ras(loop, ras())
+    seen: list[set[str]] = []
+    handle = loop.transformer.register_forward_hook(lambda *_: seen.append(set(state.caches)))
+    first = true_cfg(loop, ("cond", "uncond"))
+    handle.remove()
+    assert {"cond", "uncond"} in seen
+    assert torch.equal(true_cfg(loop, ("uncond", "cond")), first)
+    assert torch.isfinite(first).all()
 
 
 def test_kv_cache_off_runs():
@@ -69,9 +101,7 @@ def test_img_ids_that_are_not_one_grid_are_refused():
     adapter = FluxAdapter()
     ids = torch.cat([image_ids(2, 2), image_ids(2, 2)])  # a reference image's tokens appended (Kontext)
     with pytest.raises(ValueError, match="one rows x cols grid"):
-        adapter._record_ids(
-            None, (), {"hidden_states": torch.zeros(1, 8, 16), "img_ids": ids, "txt_ids": torch.zeros(3, 3)}
-        )
+        adapter.call_grid((), {"hidden_states": torch.zeros(1, 8, 16), "img_ids": ids, "txt_ids": torch.zeros(3, 3)})
 
 
 def test_grid_before_any_transformer_call_explains():
