@@ -105,8 +105,8 @@ class AdapterContract:
         pipe = self.make_pipe(self.patch_sizes[0])
         state = apply_ras(pipe, ras(0.25))
         seen = []
-        handle = pipe.transformer.register_forward_pre_hook(
-            lambda module, args: seen.append(None if state.forward.index is None else state.forward.index.clone())
+        handle = pipe.transformer.register_forward_hook(  # after the call, state.forward is its plan
+            lambda module, args, out: seen.append(None if state.forward.index is None else state.forward.index.clone())
         )
         self.run(pipe, batch=2, guidance=3.0)
         handle.remove()

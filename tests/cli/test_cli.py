@@ -62,11 +62,15 @@ def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
         ("height=33", "height must be a multiple of 2 (patch size x latent scale); got 33"),
         ("ratio.valu=0.3", "ratio.valu: unknown setting"),
         ("starvation.k=-0.5", "starvation.k must be in [0, inf); got -0.5"),
+        ("execution=cudagraph", "execution=cudagraph needs a CUDA device; the transformer is on cpu"),
+        ("execution=warp", "execution: unknown option 'warp'; available: compile, cudagraph, eager"),
+        ("execution=compile execution.backend=nope", "execution.backend: unknown torch.compile backend 'nope'"),
+        ("sampler.kv_dtype=int8", "sampler.kv_dtype must be one of model, bfloat16, float16, float8_e4m3fn; got 'int8'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(override, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main([override, *QUIET, "progress=false", f"hydra.run.dir={tmp_path}"])
+        main([*override.split(), *QUIET, "progress=false", f"hydra.run.dir={tmp_path}"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err
@@ -94,3 +98,15 @@ def test_missing_model_path_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: model.path: cannot load '/no/such/folder'") and "\n" not in err
+
+
+def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
+    """`execution=compile` (the cheap aot_eager backend here): same images as eager, graphs in the summary."""
+    common = [*SMALL, *QUIET, "compare_dense=false", "prompts=[a small red circle at the top left]"]
+    main([*common, "execution=compile", "execution.backend=aot_eager", f"hydra.run.dir={tmp_path / 'c'}"])
+    main([*common, "sampler.kv_dtype=float8_e4m3fn", f"hydra.run.dir={tmp_path / 'e'}"])
+    compiled = json.loads((tmp_path / "c" / "summary.json").read_text())
+    eager = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert compiled["execution"] == "compile" and compiled["graphs"] == 3 and compiled["call_shapes"] == 3
+    assert eager["execution"] == "eager" and eager["graphs"] == 0 and eager["kv_dtype"] == "float8_e4m3fn"
+    assert compiled["flops"] == eager["flops"]  # counted eagerly for both
