@@ -1,4 +1,4 @@
-"""Time the fused projections against the torch reference on a GPU: `python -m rasfw.kernels.benchmark`.
+"""Time the fused projection against the torch reference on a GPU: `python -m rasfw.kernels.benchmark`.
 
 Shapes follow one SD3-medium attention projection at 1024x1024 with CFG: batch 2, 4096 tokens, hidden 1536,
 and a quarter of the tokens active (RAS sample ratio 0.25).
@@ -10,7 +10,6 @@ import argparse
 
 import torch
 import triton.testing
-from rasfw.kernels.gather_linear import gather_linear, gather_linear_reference
 from rasfw.kernels.linear_scatter import linear_scatter, linear_scatter_reference
 
 
@@ -29,7 +28,6 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}  B={b} N={n} a={a} K=Nout={k}")
     print(f"{'op':<16}{'dtype':<10}{'torch ms':>10}{'triton ms':>11}{'speed-up':>10}")
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        x_all = torch.randn(b, n, k, device="cuda", dtype=dtype)  # (B, N, K)
         x = torch.randn(b, a, k, device="cuda", dtype=dtype)  # (B, a, K)
         weight = torch.randn(k, k, device="cuda", dtype=dtype) / k**0.5  # (Nout, K)
         bias = torch.randn(k, device="cuda", dtype=dtype)
@@ -39,10 +37,6 @@ def main() -> None:
             "linear_scatter": (
                 lambda: linear_scatter_reference(x, weight, bias, index, cache),
                 lambda: linear_scatter(x, weight, bias, index, cache),
-            ),
-            "gather_linear": (
-                lambda: gather_linear_reference(x_all, index, weight, bias),
-                lambda: gather_linear(x_all, index, weight, bias),
             ),
         }
         for op, (reference, fused) in rows.items():

@@ -37,7 +37,7 @@ def _linear_scatter_kernel(
     accumulating in fp32, and its epilogue stores tile row `j` straight into row `index[b, j]` of `dst`:
     the scatter is fused into the store, and `Y` is never materialised. Rows of `dst` not named by
     `index` are not touched. Every tensor is addressed through its strides, so views need no copy.
-    No q/k normalisation happens here: the cache holds keys before the norm (see kernels/README.md).
+    No q/k normalisation happens here: normalised keys are scattered after the norm (see kernels/README.md).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)

@@ -34,12 +34,6 @@ class TokenBackend(ABC):
     ) -> torch.Tensor:
         """Write `dst[b, index[b, j]] = x[b, j] @ weight.T + bias` in place and return `dst`."""
 
-    @abstractmethod
-    def gather_linear(
-        self, x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Return `x[b, index[b, j]] @ weight.T + bias` as a `(B, a, out)` tensor."""
-
 
 def resolve_backend(name: str, device: torch.device | str | None = None) -> TokenBackend:
     """Build the backend called `name` ("torch", "triton" or "auto") for tensors on `device`.

@@ -27,6 +27,3 @@ class TorchBackend(TokenBackend):
 
     def linear_scatter(self, x, weight, bias, index, dst):
         return self.scatter(dst, index, F.linear(x, weight, bias))
-
-    def gather_linear(self, x, index, weight, bias):
-        return F.linear(self.gather(x, index), weight, bias)

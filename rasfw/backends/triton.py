@@ -27,7 +27,6 @@ def _load_kernels() -> tuple[ModuleType | None, str]:
     try:
         import rasfw.kernels as kernels
         import rasfw.kernels.gather
-        import rasfw.kernels.gather_linear
         import rasfw.kernels.linear_scatter
         import rasfw.kernels.scatter  # noqa: F401
     except ImportError as error:
@@ -56,7 +55,7 @@ def _unsupported(kernels: ModuleType | None, why: str, index: torch.Tensor, *dat
 
 @register("backend", "triton")
 class TritonBackend(TokenBackend):
-    """Token operations as Triton kernels: the projections fuse the scatter/gather into the matmul.
+    """Token operations as Triton kernels: the projection fuses the scatter into the matmul.
 
     Falls back per call to `TorchBackend` when Triton cannot run (no Triton, CPU tensors outside the
     interpreter, an unsupported dtype). After each call `last_impl` is `"triton"` or `"torch"` and
@@ -92,11 +91,6 @@ class TritonBackend(TokenBackend):
         if self._use_triton("linear_scatter", index, x, weight, bias, dst, same_dtype=(x, weight, bias)):
             return self._kernels.linear_scatter.linear_scatter(x, weight, bias, index, dst)
         return self._reference.linear_scatter(x, weight, bias, index, dst)
-
-    def gather_linear(self, x, index, weight, bias):
-        if self._use_triton("gather_linear", index, x, weight, bias, same_dtype=(x, weight, bias)):
-            return self._kernels.gather_linear.gather_linear(x, index, weight, bias)
-        return self._reference.gather_linear(x, index, weight, bias)
 
     def _use_triton(self, op: str, index: torch.Tensor, *data: torch.Tensor | None, same_dtype=()) -> bool:
         """Decide Triton or reference for one call, and record (and log once) the choice."""
