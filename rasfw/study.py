@@ -21,7 +21,7 @@ from rasfw.strategies.resets import FixedReset
 from rasfw.strategies.starvation import ExpStarvation
 
 
-def _sampler(cfg: DictConfig, ratio: float, high_ratio: float) -> RegionAdaptiveSampler:
+def _sampler(cfg: DictConfig, ratio: float, high_ratio: float, kv_dtype: str = "model") -> RegionAdaptiveSampler:
     return RegionAdaptiveSampler(
         metric=REGISTRY.build("metric", cfg.metric),
         ratio=ConstantRatio(ratio, cfg.warmup),
@@ -29,6 +29,7 @@ def _sampler(cfg: DictConfig, ratio: float, high_ratio: float) -> RegionAdaptive
         reset=FixedReset([s for s in cfg.resets if s < cfg.steps]),
         high_ratio=high_ratio,
         seed=cfg.seed,
+        kv_dtype=kv_dtype,
     )
 
 
@@ -106,10 +107,12 @@ def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
     rows = [row(f"dense {cfg.steps} steps", cfg.steps, dense, dense_flops, None)]
     for ratio in cfg.ratios:
         for high in cfg.high_ratios:
-            sampler = _sampler(cfg, float(ratio), float(high))
-            images, counts = generate(pipe, prompts, cfg, cfg.steps, sampler)
-            flops = count_flops(pipe, prompts[0], cfg, cfg.steps, sampler)
-            rows.append(row(f"RAS {ratio}, h={high}", cfg.steps, images, flops, dense, counts))
+            for kv_dtype in cfg.get("kv_dtypes", ["model"]):
+                sampler = _sampler(cfg, float(ratio), float(high), kv_dtype)
+                images, counts = generate(pipe, prompts, cfg, cfg.steps, sampler)
+                flops = count_flops(pipe, prompts[0], cfg, cfg.steps, sampler)
+                name = f"RAS {ratio}, h={high}" + ("" if kv_dtype == "model" else f", K/V {kv_dtype}")
+                rows.append(row(name, cfg.steps, images, flops, dense, counts))
         matched = max(1, round(cfg.steps * flops / dense_flops))
         fewer, _ = generate(pipe, prompts, cfg, matched)
         rows.append(row(f"dense {matched} steps (FLOPs of RAS {ratio})", matched, fewer,
