@@ -1,85 +1,338 @@
-"""`python -m rasfw.bench`: how much of the FLOP saving of RAS turns into wall-clock time.
+"""`python -m rasfw.bench`: how much of the FLOP saving of RAS turns into wall-clock time, per execution mode.
 
-For each ratio: median wall time of whole generations against dense sampling of the same model in the
-same process (alternating order), the FLOP ratio (`FlopCounterMode`), efficiency = speed-up divided by the
-FLOP-ideal speed-up, peak memory and its overhead against dense (CUDA only), and the selection overhead.
+A synthetic pipeline (`SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`: the architecture of a real
+model with random weights and fixed random text embeddings; speed does not depend on the weights) runs
+whole generations with the denoising loop of its diffusers pipeline. For each execution mode
+(`executions`: eager, compile, cudagraph) the dense baseline runs through the same executor kind
+(`apply_ras` with a `DenseSampler`), then RAS for each ratio and each `kv_dtypes` entry. Every
+configuration is attached once, run once untimed (compilation, graph capture and allocator warm-up are
+never timed; on a CPU in eager mode one 1-step call per mode is enough), then timed `repeats` times;
+the median is reported. Configurations run one after the other, not interleaved: compiled and captured
+graphs live with one `apply_ras` attachment.
+
+Each row of `bench.json` reports:
+
+* `speedup` (dense time / RAS time, same mode), `flops_ratio` and `ideal_speedup` (its inverse), and
+  `efficiency` = speed-up / FLOP-ideal speed-up. FLOPs come from `FlopCounterMode` around one transformer
+  call per distinct active-token count (a capture call fills the caches first; the torch backend, so every
+  matmul is visible), summed over the step schedule; they depend on the ratio only.
+* `peak_memory_bytes` / `dense_peak_memory_bytes`: `torch.cuda.max_memory_allocated` over the timed
+  generations (weights included; for cudagraph also over the warm-up, whose capture takes the graphs'
+  memory), and `memory_overhead` = peak / dense peak - 1; `None` on a CPU.
+* `kv_cache_bytes`: the largest `RegionState.memory_bytes()` read after each step's selection (before the
+  last step frees them): the bytes RAS itself holds (key/value caches in `kv_dtype`, output cache, index
+  and scratch buffers). It is measured on every device, the CPU included.
+* `selection_ms_per_step`: time of `sampler.observe` (metric, starvation, top-k) per step, measured with
+  CUDA events on a GPU (no extra host synchronisation) and with the host clock on a CPU.
+* `graphs` / `call_shapes`: what the executor built (`ras_execution(pipe).describe()`); 0 graphs for eager.
+
+The top level names the machine, the torch and diffusers versions and the git commit.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 import statistics
+import subprocess
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rasfw.backends import resolve_backend
-from rasfw.hooks import apply_ras, find_adapter, ras_backend, remove_ras
-from rasfw.sampler import RegionAdaptiveSampler
-from rasfw.state import ForwardPlan, RegionState
+from rasfw.execution.base import build_executor
+from rasfw.hooks import apply_ras, find_adapter, ras_backend, ras_execution, remove_ras
+from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
+from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset
 
+# -- synthetic pipelines ------------------------------------------------------------------------------
 
-class SyntheticSD3Pipeline:
-    """An SD3-architecture transformer with random weights and fixed random text embeddings."""
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create parameters directly in `dtype` (a multi-billion-parameter model never exists in float32)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class SyntheticPipeline:
+    """A transformer with random weights, its scheduler, and fixed random latents and text embeddings.
+
+    `__call__(steps, guidance)` is the denoising loop of the family's diffusers pipeline: one transformer
+    call per step (classifier-free guidance by stacking the batch where the family uses it), then
+    `scheduler.step`. Subclasses build the model and the inputs of one call.
+
+    Args:
+        preset: the preset's settings (`conf/bench.yaml`, `presets.<name>`).
+        seed: seeds the weights, the latents and the embeddings.
+    """
+
+    family: ClassVar[str] = ""
+    guidance: ClassVar[float] = 7.0
 
     def __init__(self, preset: DictConfig, seed: int) -> None:
-        from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-
-        torch.manual_seed(seed)
+        self.preset = preset
         self.device = torch.device(preset.device)
         self.dtype = getattr(torch, preset.dtype)
-        with torch.device(self.device):  # initialise in place: the GPU preset has 2 B parameters
-            transformer = SD3Transformer2DModel(
-                sample_size=preset.latent_side,
-                patch_size=preset.patch,
-                in_channels=preset.channels,
-                out_channels=preset.channels,
-                num_layers=preset.layers,
-                attention_head_dim=preset.head_dim,
-                num_attention_heads=preset.heads,
-                joint_attention_dim=preset.text_dim,
-                caption_projection_dim=preset.heads * preset.head_dim,
-                pooled_projection_dim=preset.pooled_dim,
-                pos_embed_max_size=max(preset.latent_side // preset.patch, 96),
-            )
-        # nn.Module.to: diffusers' own `to` warns about fp32-only modules that this model does not have
+        self.rows = 2 if preset.get("cfg", False) else 1  # transformer batch: the two CFG halves
+        torch.manual_seed(seed)
+        with torch.device(self.device), _default_dtype(self.dtype):  # in place: GPU presets have billions of weights
+            transformer = self.build(preset)
+        # nn.Module.to: diffusers' own `to` warns about fp32-only modules that these models do not have
         self.transformer = torch.nn.Module.to(transformer, self.device, self.dtype).eval()
-        self.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-        rows = 2 if preset.cfg else 1
-        gen = torch.Generator().manual_seed(seed)
-        side = preset.latent_side
-        self.latents = torch.randn(1, preset.channels, side, side, generator=gen).to(self.device, self.dtype)
-        self.context = torch.randn(rows, preset.context, preset.text_dim, generator=gen).to(self.device, self.dtype)
-        self.pooled = torch.randn(rows, preset.pooled_dim, generator=gen).to(self.device, self.dtype)
-        self.cfg = preset.cfg
+        self.scheduler = self.make_scheduler()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.latents = self.randn(*self.latent_shape())
 
-    def forward_inputs(self, t: float = 500.0) -> dict[str, torch.Tensor]:
-        x = torch.cat([self.latents] * 2) if self.cfg else self.latents
-        timestep = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
-        return {"hidden_states": x, "encoder_hidden_states": self.context, "pooled_projections": self.pooled, "timestep": timestep}
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens per image."""
+        return (self.preset.latent_side // self.preset.patch) ** 2
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        """Fixed random numbers of `shape` on the pipeline's device and dtype."""
+        return torch.randn(*shape, generator=self.generator).to(self.device, self.dtype)
 
     @torch.no_grad()
-    def __call__(self, steps: int, guidance: float = 7.0) -> torch.Tensor:
-        self.scheduler.set_timesteps(steps, device=self.device)
+    def __call__(self, steps: int, guidance: float | None = None) -> torch.Tensor:
+        guidance = self.guidance if guidance is None else guidance
+        self.set_timesteps(steps)
         latents = self.latents.clone()
         for t in self.scheduler.timesteps:
-            x = torch.cat([latents] * 2) if self.cfg else latents
-            out = self.transformer(
-                hidden_states=x,
-                encoder_hidden_states=self.context,
-                pooled_projections=self.pooled,
-                timestep=t.expand(x.shape[0]).to(self.dtype),
-                return_dict=False,
-            )[0]
-            if self.cfg:
-                uncond, cond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
-            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
+            with self.context():
+                out = self.transformer(**self.call_inputs(latents, t, guidance), return_dict=False)[0]
+            latents = self.scheduler.step(self.prediction(out, guidance), t, latents, return_dict=False)[0]
         return latents
+
+    # -- what each family provides ------------------------------------------------------------------
+
+    def build(self, preset: DictConfig) -> torch.nn.Module:
+        """The transformer (built under the target device and dtype)."""
+        raise NotImplementedError
+
+    def make_scheduler(self) -> Any:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler()
+
+    def latent_shape(self) -> tuple[int, ...]:
+        side = self.preset.latent_side
+        return (1, self.preset.channels, side, side)
+
+    def set_timesteps(self, steps: int) -> None:
+        self.scheduler.set_timesteps(steps, device=self.device)
+
+    def context(self) -> AbstractContextManager[Any]:
+        """The cache context each transformer call runs in (diffusers' Flux pipeline names it "cond")."""
+        return nullcontext()
+
+    def call_inputs(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> dict[str, Any]:
+        """Keyword arguments of the transformer call at scheduler timestep `t` (a 0-d tensor)."""
+        raise NotImplementedError
+
+    def prediction(self, out: torch.Tensor, guidance: float) -> torch.Tensor:
+        """The model output the scheduler steps with, from the transformer's output (CFG applied)."""
+        if self.rows == 1:
+            return out
+        uncond, cond = out.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+
+class SD3Synthetic(SyntheticPipeline):
+    """`SD3Transformer2DModel` in the loop of diffusers' `StableDiffusion3Pipeline` (CFG rows [uncond, cond])."""
+
+    family = "sd3"
+
+    def __init__(self, preset: DictConfig, seed: int) -> None:
+        super().__init__(preset, seed)
+        self.context_embeds = self.randn(self.rows, preset.context, preset.text_dim)  # (Bt, T, text_dim)
+        self.pooled = self.randn(self.rows, preset.pooled_dim)  # (Bt, pooled_dim)
+
+    def build(self, preset: DictConfig) -> torch.nn.Module:
+        from diffusers import SD3Transformer2DModel
+
+        return SD3Transformer2DModel(
+            sample_size=preset.latent_side,
+            patch_size=preset.patch,
+            in_channels=preset.channels,
+            out_channels=preset.channels,
+            num_layers=preset.layers,
+            attention_head_dim=preset.head_dim,
+            num_attention_heads=preset.heads,
+            joint_attention_dim=preset.text_dim,
+            caption_projection_dim=preset.heads * preset.head_dim,
+            pooled_projection_dim=preset.pooled_dim,
+            pos_embed_max_size=max(preset.latent_side // preset.patch, 96),
+        )
+
+    def make_scheduler(self) -> Any:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+    def call_inputs(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> dict[str, Any]:
+        x = torch.cat([latents] * self.rows)  # (Bt, C, H, W)
+        return {
+            "hidden_states": x,
+            "encoder_hidden_states": self.context_embeds,
+            "pooled_projections": self.pooled,
+            "timestep": t.expand(x.shape[0]).to(self.dtype),
+        }
+
+
+class LuminaNextSynthetic(SyntheticPipeline):
+    """`LuminaNextDiT2DModel` in the loop of diffusers' `LuminaPipeline` (rows [cond, uncond], t reversed).
+
+    The model runs at its native size (`sample_size` = the latent side), so the pipeline's resolution
+    scaling factor is 1 and the rotary table is the same at every step; proportional attention uses the
+    pipeline's base sequence length `(8 * sample_size / 16) ** 2`.
+    """
+
+    family = "lumina_next"
+    guidance = 4.0
+
+    def __init__(self, preset: DictConfig, seed: int) -> None:
+        from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+        super().__init__(preset, seed)
+        self.context_embeds = self.randn(self.rows, preset.context, preset.text_dim)  # (Bt, T, text_dim)
+        self.mask = torch.ones(self.rows, preset.context, dtype=torch.long, device=self.device)  # (Bt, T)
+        self.rotary = get_2d_rotary_pos_embed_lumina(self.transformer.head_dim, 384, 384).to(self.device)
+        self.base_sequence_length = (8 * preset.latent_side // 16) ** 2
+
+    def build(self, preset: DictConfig) -> torch.nn.Module:
+        from diffusers import LuminaNextDiT2DModel
+
+        return LuminaNextDiT2DModel(
+            sample_size=preset.latent_side,
+            patch_size=preset.patch,
+            in_channels=preset.channels,
+            hidden_size=preset.heads * preset.head_dim,
+            num_layers=preset.layers,
+            num_attention_heads=preset.heads,
+            num_kv_heads=preset.kv_heads,
+            learn_sigma=True,
+            qk_norm=True,
+            cross_attention_dim=preset.text_dim,
+            scaling_factor=1.0,
+        )
+
+    def call_inputs(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> dict[str, Any]:
+        x = torch.cat([latents] * self.rows)  # (Bt, C, H, W)
+        timestep = 1 - t.expand(x.shape[0]) / self.scheduler.config.num_train_timesteps  # Lumina: t=0 is noise
+        return {
+            "hidden_states": x,
+            "timestep": timestep,
+            "encoder_hidden_states": self.context_embeds,
+            "encoder_mask": self.mask,
+            "image_rotary_emb": self.rotary,
+            "cross_attention_kwargs": {"base_sequence_length": self.base_sequence_length},
+        }
+
+    def prediction(self, out: torch.Tensor, guidance: float) -> torch.Tensor:
+        out = out.chunk(2, dim=1)[0]  # (Bt, C, H, W): drop learn_sigma's variance channels
+        if self.rows == 2:
+            cond, uncond = out.chunk(2)
+            out = uncond + guidance * (cond - uncond)
+        return -out  # the pipeline steps with the negated velocity
+
+
+class FluxSynthetic(SyntheticPipeline):
+    """`FluxTransformer2DModel` in the loop of diffusers' `FluxPipeline`: packed 2x2 latents, position ids,
+    the guidance embedding, one call per step in cache context "cond", resolution-dependent shift."""
+
+    family = "flux"
+    guidance = 3.5
+
+    def __init__(self, preset: DictConfig, seed: int) -> None:
+        super().__init__(preset, seed)
+        self.context_embeds = self.randn(1, preset.context, preset.text_dim)  # (1, T, text_dim)
+        self.pooled = self.randn(1, preset.pooled_dim)  # (1, pooled_dim)
+        side = preset.latent_side // preset.patch
+        ids = torch.zeros(side, side, 3)
+        ids[..., 1] = torch.arange(side)[:, None]
+        ids[..., 2] = torch.arange(side)[None, :]
+        self.img_ids = ids.reshape(side * side, 3).to(self.device, self.dtype)  # (N, 3): (0, row, col)
+        self.txt_ids = torch.zeros(preset.context, 3, device=self.device, dtype=self.dtype)  # (T, 3)
+
+    def build(self, preset: DictConfig) -> torch.nn.Module:
+        from diffusers import FluxTransformer2DModel
+
+        return FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=preset.channels * preset.patch**2,
+            num_layers=preset.layers,
+            num_single_layers=preset.single_layers,
+            attention_head_dim=preset.head_dim,
+            num_attention_heads=preset.heads,
+            joint_attention_dim=preset.text_dim,
+            pooled_projection_dim=preset.pooled_dim,
+            guidance_embeds=True,
+            axes_dims_rope=tuple(preset.rope_axes),
+        )
+
+    def make_scheduler(self) -> Any:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(  # Flux.1-dev's settings
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )  # fmt: skip
+
+    def latent_shape(self) -> tuple[int, ...]:
+        return (1, self.num_tokens, self.preset.channels * self.preset.patch**2)  # (B, N, C * 4) packed
+
+    def set_timesteps(self, steps: int) -> None:
+        c = self.scheduler.config  # diffusers' `calculate_shift`: mu linear in the image sequence length
+        slope = (c.max_shift - c.base_shift) / (c.max_image_seq_len - c.base_image_seq_len)
+        mu = c.base_shift + slope * (self.num_tokens - c.base_image_seq_len)
+        self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device=self.device)
+        self.scheduler.set_begin_index(0)
+
+    def context(self) -> AbstractContextManager[Any]:
+        return self.transformer.cache_context("cond")
+
+    def call_inputs(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> dict[str, Any]:
+        rows = latents.shape[0]
+        return {
+            "hidden_states": latents,  # (B, N, C * 4)
+            "timestep": t.expand(rows).to(latents.dtype) / 1000,
+            "guidance": torch.full((rows,), guidance, device=self.device, dtype=torch.float32),
+            "pooled_projections": self.pooled,
+            "encoder_hidden_states": self.context_embeds,
+            "txt_ids": self.txt_ids,
+            "img_ids": self.img_ids,
+        }
+
+
+def build_pipeline(preset: DictConfig, seed: int) -> SyntheticPipeline:
+    """The synthetic pipeline of `preset.family` ("sd3", "lumina_next" or "flux").
+
+    Raises:
+        ValueError: unknown family.
+    """
+    classes = {cls.family: cls for cls in (SD3Synthetic, LuminaNextSynthetic, FluxSynthetic)}
+    family = preset.get("family", "sd3")
+    if family not in classes:
+        raise ValueError(f"presets.<name>.family must be one of {', '.join(classes)}; got {family!r}")
+    return classes[family](preset, seed)
+
+
+# -- measuring ------------------------------------------------------------------------------------------
 
 
 def _sync(device: torch.device) -> None:
@@ -87,12 +340,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _generation(pipe: SyntheticSD3Pipeline, steps: int) -> tuple[float, int | None]:
+def _generation(pipe: SyntheticPipeline, steps: int) -> tuple[float, int | None]:
     """Seconds for one generation and its peak memory (CUDA only)."""
     cuda = pipe.device.type == "cuda"
+    _sync(pipe.device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(pipe.device)
-    _sync(pipe.device)
     start = time.perf_counter()
     pipe(steps)
     _sync(pipe.device)
@@ -101,133 +354,262 @@ def _generation(pipe: SyntheticSD3Pipeline, steps: int) -> tuple[float, int | No
 
 
 @torch.no_grad()
-def forward_flops(pipe: SyntheticSD3Pipeline, active: int, backend_name: str) -> int:
-    """FLOPs of one transformer call recomputing `active` image tokens (a dense call when all are)."""
+def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
+    """FLOPs of one transformer call recomputing `active` image tokens (a plain dense call when all are).
+
+    A RAS call is counted after a capture call has filled the caches, as at a real RAS step; the torch
+    backend runs the token operations, so `FlopCounterMode` sees every matmul.
+
+    Args:
+        pipe: the synthetic pipeline (its transformer must have no RAS attached).
+        active: image tokens recomputed per image.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     transformer = pipe.transformer
+    inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
+    if active >= pipe.num_tokens:
+        with FlopCounterMode(display=False) as counter:
+            transformer(**inputs, return_dict=False)
+        return int(counter.get_total_flops())
     adapter = find_adapter(transformer)()
     state = RegionState()
-    adapter.install(transformer, state, resolve_backend(backend_name, pipe.device))
+    adapter.install(transformer, state, resolve_backend("torch", pipe.device))
     try:
-        inputs = pipe.forward_inputs()
-        grid = adapter.grid(inputs["hidden_states"])
-        state.forward = ForwardPlan(None, capture=True)
+        grid = adapter.call_grid((), inputs)
+        state.grid_shape = grid.rows, grid.cols
+        caches = state.context_caches(DEFAULT_CONTEXT)
+        state.forward = ForwardPlan(None, capture=True, caches=caches)
+        adapter.prepare(transformer, state.forward, (), inputs)
         transformer(**inputs, return_dict=False)
-        if active < grid.num_tokens:
-            rows = inputs["hidden_states"].shape[0]
-            index = torch.arange(active, device=pipe.device).expand(rows, -1)
-            state.forward = ForwardPlan(index)
-        else:
-            state.forward = ForwardPlan(None)
+        rows = inputs["hidden_states"].shape[0]
+        index = state.index_buffer(rows, active, pipe.device).copy_(torch.arange(active).expand(rows, -1))  # (Bt, a)
+        state.forward = ForwardPlan(index, caches=caches)
         with FlopCounterMode(display=False) as counter:
             transformer(**inputs, return_dict=False)
         return int(counter.get_total_flops())
     finally:
         adapter.remove(transformer)
+        state.free()
 
 
-def _sampler(cfg: DictConfig, ratio: float) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(
-        ratio=ConstantRatio(ratio, cfg.warmup), reset=FixedReset(list(cfg.resets)), backend=cfg.backend, seed=cfg.seed
-    )
+def generation_flops(pipe: SyntheticPipeline, sampler: RegionAdaptiveSampler, steps: int, table: dict[int, int]) -> int:
+    """FLOPs of a whole generation under `sampler`'s schedule; `table` caches FLOPs per active count.
+
+    Args:
+        pipe: the synthetic pipeline.
+        sampler: decides the tokens skipped per step (a `DenseSampler` for the baseline).
+        steps: steps of the generation.
+        table: active count -> FLOPs of one call, filled as needed.
+    """
+    n, total = pipe.num_tokens, 0
+    for step in range(steps):
+        active = n - sampler.skip_count(step, steps, n)
+        if active not in table:
+            table[active] = forward_flops(pipe, active)
+        total += table[active]
+    return total
 
 
-def _timed_observe(sampler: RegionAdaptiveSampler, device: torch.device, totals: list[float]) -> None:
-    """Time the sampler's per-step selection work (instance-level wrapper on this bench's own sampler)."""
-    observe = sampler.observe
+@dataclass
+class _Probe:
+    """Wraps one sampler's `observe` (instance level, on the bench's own sampler) to time the selection
+    per step and to read the bytes its state holds after each step's selection."""
 
-    def timed(*args: Any, **kwargs: Any) -> None:
-        _sync(device)
-        start = time.perf_counter()
-        observe(*args, **kwargs)
-        _sync(device)
-        totals.append(time.perf_counter() - start)
+    device: torch.device
+    seconds: list[float] = field(default_factory=list)
+    events: list[tuple[Any, Any]] = field(default_factory=list)
+    cache_bytes: int = 0
 
-    sampler.observe = timed
+    def attach(self, sampler: RegionAdaptiveSampler) -> None:
+        observe = sampler.observe
+        cuda = self.device.type == "cuda"
+
+        def probed(state: RegionState, *args: Any, **kwargs: Any) -> None:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                observe(state, *args, **kwargs)
+                end.record()
+                self.events.append((start, end))
+            else:
+                begin = time.perf_counter()
+                observe(state, *args, **kwargs)
+                self.seconds.append(time.perf_counter() - begin)
+            self.cache_bytes = max(self.cache_bytes, state.memory_bytes())
+
+        sampler.observe = probed
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.events.clear()
+        self.cache_bytes = 0
+
+    def ms_per_step(self) -> float:
+        """Mean selection time per step so far (call after the device is synchronised)."""
+        times = [1000 * s for s in self.seconds] + [start.elapsed_time(end) for start, end in self.events]
+        return sum(times) / max(len(times), 1)
 
 
-def measure(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run the benchmark described by `cfg`; one row per ratio."""
+@dataclass
+class Measurement:
+    """One configuration (dense or one ratio and kv dtype) in one execution mode."""
+
+    time_s: float
+    peak_memory_bytes: int | None
+    kv_cache_bytes: int
+    selection_ms_per_step: float
+    backend: str
+    executor: dict[str, Any]
+
+
+def _options(cfg: DictConfig, execution: str) -> dict[str, Any]:
+    """Executor options for `execution`: the `execution` group's settings when one mode was picked
+    (`execution=compile execution.backend=aot_eager`), else `compile_backend` for compile."""
+    if cfg.get("execution") is not None:
+        options = OmegaConf.to_container(cfg.execution)
+        options.pop("name")
+        return options
+    return {"backend": cfg.compile_backend} if execution == "compile" else {}
+
+
+def run_configuration(
+    pipe: SyntheticPipeline, cfg: DictConfig, execution: str, sampler: RegionAdaptiveSampler, warmup_steps: int
+) -> Measurement:
+    """Attach `sampler` with `execution`, run `warmup_steps` untimed (0: none), time `cfg.repeats` generations.
+
+    Args:
+        pipe: the synthetic pipeline.
+        cfg: the bench settings.
+        execution: the execution mode.
+        sampler: the sampler (its `observe` gets a probe).
+        warmup_steps: steps of the untimed warm-up generation.
+
+    The peak memory is that of the timed generations; with captured CUDA graphs (`keeps_buffers`) also that
+    of the warm-up, because graph replays allocate nothing: their memory was taken at capture.
+    """
+    probe = _Probe(pipe.device)
+    probe.attach(sampler)
+    apply_ras(pipe, sampler, execution, **_options(cfg, execution))
+    try:
+        peaks: list[int | None] = []
+        if warmup_steps:
+            _, peak = _generation(pipe, warmup_steps)
+            if ras_execution(pipe).keeps_buffers:
+                peaks.append(peak)
+        probe.reset()
+        times = []
+        for _ in range(cfg.repeats):
+            seconds, peak = _generation(pipe, cfg.steps)
+            times.append(seconds)
+            peaks.append(peak)
+        _sync(pipe.device)
+        executor, backend = ras_execution(pipe).describe(), ras_backend(pipe).name
+    finally:
+        remove_ras(pipe)
+    peak = None if peaks[-1] is None else max(peaks)
+    return Measurement(statistics.median(times), peak, probe.cache_bytes, probe.ms_per_step(), backend, executor)
+
+
+def _list_setting(cfg: DictConfig, name: str, allowed: list[str]) -> list[str]:
+    setting = cfg[name]
+    values = [str(setting)] if isinstance(setting, str) else [str(v) for v in setting]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise ValueError(f"{name} must be a non-empty list of {', '.join(allowed)}; got {values}")
+    return values
+
+
+def _executions(cfg: DictConfig) -> list[str]:
+    """The mode of the `execution` group when one was picked (`execution=compile`), else the `executions` list."""
+    from rasfw.registry import REGISTRY
+
+    if cfg.get("execution") is not None:
+        return [str(cfg.execution.name)]
+    return _list_setting(cfg, "executions", sorted(name for name, _ in REGISTRY.items("execution")))
+
+
+def _preset(cfg: DictConfig) -> DictConfig:
     if cfg.preset not in cfg.presets:
         raise ValueError(f"preset must be one of {', '.join(cfg.presets)}; got {cfg.preset!r}")
     preset = cfg.presets[cfg.preset]
     if preset.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("preset=gpu needs a CUDA device; use preset=cpu here")
-    pipe = SyntheticSD3Pipeline(preset, cfg.seed)
-    n = (preset.latent_side // preset.patch) ** 2
+        raise ValueError(f"preset={cfg.preset} needs a CUDA device; use a cpu preset here (preset=cpu)")
+    return preset
+
+
+def _sampler(cfg: DictConfig, ratio: float, kv_dtype: str) -> RegionAdaptiveSampler:
+    return RegionAdaptiveSampler(
+        ratio=ConstantRatio(ratio, cfg.warmup), reset=FixedReset(list(cfg.resets)), backend=cfg.backend,
+        seed=cfg.seed, kv_dtype=kv_dtype,
+    )  # fmt: skip
+
+
+def measure(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run the benchmark described by `cfg`; one row per execution mode, ratio and kv dtype.
+
+    Raises:
+        ValueError: a setting is out of range, a GPU preset without a GPU, or an execution mode that
+            cannot run on the preset's device (cudagraph on a CPU).
+    """
+    preset = _preset(cfg)
+    executions = _executions(cfg)
+    kv_dtypes = _list_setting(cfg, "kv_dtypes", list(KV_DTYPES))
     ratios = [float(r) for r in cfg.ratios]
-    samplers = {r: _sampler(cfg, r) for r in ratios}
-    selection: dict[float, list[float]] = {r: [] for r in ratios}
-    for r, sampler in samplers.items():
-        _timed_observe(sampler, pipe.device, selection[r])
-
-    def run(ratio: float | None, steps: int) -> tuple[float, int | None, str]:
-        if ratio is None:
-            return (*_generation(pipe, steps), "none")
-        apply_ras(pipe, samplers[ratio])
-        try:
-            seconds, peak = _generation(pipe, steps)
-            backend = ras_backend(pipe).name
-        finally:
-            remove_ras(pipe)
-        return seconds, peak, backend
-
-    configs: list[float | None] = [None, *ratios]
-    # warm-up: on a GPU every configuration once (kernels compiled, allocator primed); on a CPU one call
-    for ratio in configs if pipe.device.type == "cuda" else [None]:
-        run(ratio, cfg.steps if pipe.device.type == "cuda" else 1)
-    for timings in selection.values():
-        timings.clear()
-    times: dict[float | None, list[float]] = {c: [] for c in configs}
-    peaks: dict[float | None, int | None] = {}
-    backends: dict[float, str] = {}
-    for repeat in range(cfg.repeats):
-        for ratio in configs if repeat % 2 == 0 else reversed(configs):
-            seconds, peak, backend = run(ratio, cfg.steps)
-            times[ratio].append(seconds)
-            peaks[ratio] = peak if peaks.get(ratio) is None else max(peaks[ratio], peak)
-            if ratio is not None:
-                backends[ratio] = backend
-            print(f"  ratio {ratio if ratio is not None else 'dense'}: {seconds:.3f} s", flush=True)
-
-    flops_cache: dict[int, int] = {}
-
-    def generation_flops(sampler: RegionAdaptiveSampler | None) -> int:
-        total = 0
-        for step in range(cfg.steps):
-            skip = 0 if sampler is None else sampler.skip_count(step, cfg.steps, n)
-            if n - skip not in flops_cache:
-                flops_cache[n - skip] = forward_flops(pipe, n - skip, cfg.backend)
-            total += flops_cache[n - skip]
-        return total
-
-    dense_time = statistics.median(times[None])
-    dense_flops = generation_flops(None)
+    if not ratios or not all(0 < r <= 1 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty list of numbers in (0, 1]; got {ratios}")
+    if not isinstance(cfg.repeats, int) or cfg.repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1; got {cfg.repeats!r}")
+    for execution in executions:  # before building a model: cudagraph on a CPU fails here
+        build_executor(execution, **_options(cfg, execution)).check(torch.device(preset.device))
+    pipe = build_pipeline(preset, cfg.seed)
+    table: dict[int, int] = {}
+    dense_flops = generation_flops(pipe, DenseSampler(), cfg.steps, table)
+    flops = {r: generation_flops(pipe, _sampler(cfg, r, "model"), cfg.steps, table) for r in ratios}
     rows = []
-    for ratio in ratios:
-        seconds = statistics.median(times[ratio])
-        flops = generation_flops(samplers[ratio])
-        speedup = dense_time / seconds
-        ideal = dense_flops / flops
-        peak, dense_peak = peaks[ratio], peaks[None]
-        rows.append(
-            {
-                "ratio": ratio,
-                "backend": backends[ratio],
-                "speedup": speedup,
-                "flops_ratio": flops / dense_flops,
-                "ideal_speedup": ideal,
-                "efficiency": speedup / ideal,
-                "time_s": seconds,
-                "dense_time_s": dense_time,
-                "peak_memory_bytes": peak,
-                "dense_peak_memory_bytes": dense_peak,
-                "memory_overhead": None if peak is None or not dense_peak else peak / dense_peak - 1,
-                "selection_ms_per_step": 1000 * sum(selection[ratio]) / max(len(selection[ratio]), 1),
-            }
-        )
+    for execution in executions:
+        short = pipe.device.type == "cpu" and execution == "eager"  # no graphs to build: one 1-step call is enough
+        dense = run_configuration(pipe, cfg, execution, DenseSampler(cfg.backend, cfg.seed), 1 if short else cfg.steps)
+        print(f"  {execution} dense: {dense.time_s:.3f} s", flush=True)
+        for ratio in ratios:
+            for kv_dtype in kv_dtypes:
+                ras = run_configuration(pipe, cfg, execution, _sampler(cfg, ratio, kv_dtype), 0 if short else cfg.steps)
+                row = _row(cfg, execution, ratio, kv_dtype, ras, dense, flops[ratio] / dense_flops)
+                print(
+                    f"  {execution} ratio {ratio} kv {kv_dtype}: {ras.time_s:.3f} s  row {json.dumps(row)}", flush=True
+                )
+                rows.append(row)
     return rows
+
+
+def _row(cfg: DictConfig, execution: str, ratio: float, kv_dtype: str, ras: Measurement, dense: Measurement,
+         flops_ratio: float) -> dict[str, Any]:  # fmt: skip
+    speedup, ideal = dense.time_s / ras.time_s, 1 / flops_ratio
+    peak, dense_peak = ras.peak_memory_bytes, dense.peak_memory_bytes
+    return {
+        "preset": cfg.preset,
+        "execution": execution,
+        "backend": ras.backend,
+        "ratio": ratio,
+        "kv_dtype": kv_dtype,
+        "speedup": speedup,
+        "flops_ratio": flops_ratio,
+        "ideal_speedup": ideal,
+        "efficiency": speedup / ideal,
+        "time_s": ras.time_s,
+        "dense_time_s": dense.time_s,
+        "peak_memory_bytes": peak,
+        "dense_peak_memory_bytes": dense_peak,
+        "memory_overhead": None if peak is None or not dense_peak else peak / dense_peak - 1,
+        "kv_cache_bytes": ras.kv_cache_bytes,
+        "graphs": int(ras.executor.get("graphs", 0)),
+        "call_shapes": int(ras.executor.get("call_shapes", 0)),
+        "dense_graphs": int(dense.executor.get("graphs", 0)),
+        "selection_ms_per_step": ras.selection_ms_per_step,
+    }
+
+
+# -- reporting ------------------------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -237,25 +619,65 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def commit() -> str | None:
+    """The git commit of this checkout (`git rev-parse HEAD`), or None outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def report(cfg: DictConfig) -> dict[str, Any]:
+    """Everything `bench.json` holds besides the config: where it ran, the versions, and the rows."""
+    import diffusers
+
+    return {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "commit": commit(),
+        "rows": measure(cfg),
+    }
+
+
+def _size(value: int | None) -> str:
+    """Bytes as KiB, MiB or GiB; "n/a (CPU)" for None."""
+    if value is None:
+        return "n/a (CPU)"
+    power = min(max(int(math.log(max(value, 1), 1024)), 1), 3)
+    return f"{value / 1024**power:.2f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
 def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
     """The result table as markdown."""
     preset = cfg.presets[cfg.preset]
+    family, p = preset.get("family", "sd3"), preset
+    layers = f"{p.layers}+{p.single_layers} layers" if family == "flux" else f"{p.layers} layers"
     head = (
-        f"preset `{cfg.preset}` ({preset.layers} layers, hidden {preset.heads * preset.head_dim}, "
-        f"{(preset.latent_side // preset.patch) ** 2} image tokens, {preset.context} context tokens, "
-        f"{'CFG batch 2' if preset.cfg else 'batch 1'}, {preset.dtype}), {cfg.steps} steps, warm-up {cfg.warmup}, "
+        f"preset `{cfg.preset}` ({family}: {layers}, hidden {p.heads * p.head_dim}, "
+        f"{(p.latent_side // p.patch) ** 2} image tokens, {p.context} context tokens, "
+        f"{'CFG batch 2' if p.get('cfg', False) else 'batch 1'}, {p.dtype}), {cfg.steps} steps, warm-up {cfg.warmup}, "
         f"resets {list(cfg.resets)}, median of {cfg.repeats}; {machine()}\n\n"
     )
     lines = [
-        "| ratio | backend | speed-up | FLOP ratio | FLOP-ideal speed-up | efficiency | peak memory | memory overhead | selection ms/step |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| execution | ratio | kv dtype | backend | graphs | speed-up | FLOP ratio | FLOP-ideal speed-up | efficiency "
+        "| RAS cache | peak memory | memory overhead | selection ms/step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        peak = "n/a (CPU)" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / 2**30:.2f} GiB"
         overhead = "n/a" if row["memory_overhead"] is None else f"{100 * row['memory_overhead']:.1f} %"
         lines.append(
-            f"| {row['ratio']} | {row['backend']} | {row['speedup']:.2f}x | {row['flops_ratio']:.3f} | "
-            f"{row['ideal_speedup']:.2f}x | {row['efficiency']:.2f} | {peak} | {overhead} | {row['selection_ms_per_step']:.2f} |"
+            f"| {row['execution']} | {row['ratio']} | {row['kv_dtype']} | {row['backend']} | {row['graphs']} | "
+            f"{row['speedup']:.2f}x | {row['flops_ratio']:.3f} | {row['ideal_speedup']:.2f}x | {row['efficiency']:.2f} | "
+            f"{_size(row['kv_cache_bytes'])} | {_size(row['peak_memory_bytes'])} | {overhead} | "
+            f"{row['selection_ms_per_step']:.2f} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -263,7 +685,7 @@ def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
 def main() -> None:
     from rasfw.cli import table_app
 
-    table_app("bench", lambda cfg: {"machine": machine(), "rows": measure(cfg)}, lambda result, cfg: markdown(result["rows"], cfg))
+    table_app("bench", report, lambda result, cfg: markdown(result["rows"], cfg))
 
 
 if __name__ == "__main__":

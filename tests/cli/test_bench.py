@@ -1,34 +1,104 @@
-"""The benchmark runs and reports every field (a smoke test on a very small preset; no timing asserted)."""
+"""The benchmark runs and reports every field (smoke tests on very small presets; no timing asserted)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
-from rasfw.bench import markdown, measure
+from rasfw.bench import markdown, measure, report
 
-TINY = ["presets.cpu.layers=1", "presets.cpu.latent_side=8", "repeats=1", "steps=6", "warmup=2", "resets=[4]"]
+RUN = ["repeats=1", "steps=6", "warmup=2", "resets=[4]", "ratios=[0.5]"]
+SMALL = {  # per preset: one layer (of each kind), an 8x8 latent (16 image tokens), a short caption
+    "cpu": ["presets.cpu.layers=1", "presets.cpu.latent_side=8"],
+    "cpu_lumina": ["presets.cpu_lumina.layers=1", "presets.cpu_lumina.latent_side=8", "presets.cpu_lumina.cfg=true"],
+    "cpu_flux": [
+        "presets.cpu_flux.layers=1",
+        "presets.cpu_flux.single_layers=1",
+        "presets.cpu_flux.latent_side=8",
+        "presets.cpu_flux.context=16",
+    ],  # fmt: skip
+}
+FIELDS = (
+    "preset", "execution", "backend", "ratio", "kv_dtype", "speedup", "flops_ratio", "efficiency", "peak_memory_bytes",
+    "memory_overhead", "graphs", "time_s", "dense_time_s", "selection_ms_per_step", "ideal_speedup",
+    "dense_peak_memory_bytes", "kv_cache_bytes",
+)  # fmt: skip
 
 
-def config(*overrides):
+def config(preset: str = "cpu", *overrides: str):
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
-        return compose("bench", overrides=[*TINY, *overrides])
+        return compose("bench", overrides=[f"preset={preset}", *SMALL.get(preset, []), *RUN, *overrides])
 
 
-def test_bench_rows_have_every_field():
-    cfg = config("ratios=[0.5,0.25]")
-    rows = measure(cfg)
-    assert [row["ratio"] for row in rows] == [0.5, 0.25]
+def check_rows(rows: list[dict]) -> None:
     for row in rows:
-        for key in ("ratio", "backend", "speedup", "flops_ratio", "efficiency", "peak_memory_bytes",
-                    "memory_overhead", "selection_ms_per_step"):  # fmt: skip
-            assert key in row
+        assert set(FIELDS) <= set(row)
         assert 0 < row["flops_ratio"] < 1 and row["backend"] == "torch"
         assert row["efficiency"] == pytest.approx(row["speedup"] * row["flops_ratio"])
-    assert rows[1]["flops_ratio"] < rows[0]["flops_ratio"]
-    assert "| 0.25 | torch |" in markdown(rows, cfg)
+        assert row["kv_cache_bytes"] > 0 and row["peak_memory_bytes"] is None and row["memory_overhead"] is None
 
 
-def test_bench_rejects_a_gpu_preset_without_a_gpu():
-    with pytest.raises(ValueError, match="preset=gpu needs a CUDA device"):
-        measure(config("preset=gpu"))
+def test_bench_rows_have_every_field_and_the_report_names_the_versions():
+    cfg = config("cpu", "ratios=[0.5,0.25]", "kv_dtypes=[model,float8_e4m3fn]")
+    result = report(cfg)
+    assert {"machine", "torch", "diffusers", "commit", "rows"} <= set(result)
+    rows = result["rows"]
+    assert [(row["ratio"], row["kv_dtype"]) for row in rows] == [
+        (0.5, "model"), (0.5, "float8_e4m3fn"), (0.25, "model"), (0.25, "float8_e4m3fn")
+    ]  # fmt: skip
+    check_rows(rows)
+    assert {row["execution"] for row in rows} == {"eager"} and {row["graphs"] for row in rows} == {0}
+    assert rows[2]["flops_ratio"] < rows[0]["flops_ratio"] == rows[1]["flops_ratio"]
+    assert rows[1]["kv_cache_bytes"] != rows[0]["kv_cache_bytes"]  # the kv dtype reaches the state
+    assert "| eager | 0.25 | float8_e4m3fn | torch | 0 |" in markdown(rows, cfg)
+
+
+def test_bench_compares_each_execution_mode_with_its_own_dense_baseline():
+    rows = measure(config("cpu", "executions=[eager,compile]", "compile_backend=aot_eager"))
+    assert [row["execution"] for row in rows] == ["eager", "compile"]
+    check_rows(rows)
+    eager, compiled = rows
+    assert eager["graphs"] == 0 and eager["dense_graphs"] == 0
+    assert compiled["graphs"] > 0 and compiled["dense_graphs"] > 0
+    assert eager["dense_time_s"] != compiled["dense_time_s"]
+
+
+@pytest.mark.parametrize("preset", ["cpu_lumina", "cpu_flux"])
+def test_bench_runs_the_lumina_and_flux_architectures(preset):
+    rows = measure(config(preset, "kv_dtypes=[model,float8_e4m3fn]"))
+    assert [row["preset"] for row in rows] == [preset, preset]
+    check_rows(rows)
+
+
+def test_a_single_execution_replaces_the_list_with_its_options():
+    rows = measure(config("cpu", "executions=[eager]", "execution=compile", "execution.backend=aot_eager"))
+    assert [(row["execution"], row["graphs"] > 0) for row in rows] == [("compile", True)]
+    with pytest.raises(ValueError, match="execution=cudagraph needs a CUDA device"):
+        measure(config("cpu", "executions=[eager]", "execution=cudagraph"))
+
+
+def test_cudagraph_needs_a_gpu():
+    with pytest.raises(ValueError, match="cudagraph"):
+        measure(config("cpu", "executions=[cudagraph]"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("executions=[eager,graph]", "executions must be a non-empty list of compile, cudagraph, eager"),
+        ("kv_dtypes=[int8]", "kv_dtypes must be a non-empty list of model, bfloat16"),
+        ("ratios=[0]", r"ratios must be a non-empty list of numbers in \(0, 1\]"),
+        ("repeats=0", "repeats must be an integer >= 1"),
+    ],
+)
+def test_bad_settings_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        measure(config("cpu", override))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+@pytest.mark.parametrize("preset", ["gpu", "gpu_lumina", "gpu_flux"])
+def test_bench_rejects_a_gpu_preset_without_a_gpu(preset):
+    with pytest.raises(ValueError, match=f"preset={preset} needs a CUDA device"):
+        measure(config(preset))
