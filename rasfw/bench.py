@@ -13,7 +13,8 @@ graphs live with one `apply_ras` attachment.
 Each row of `bench.json` reports:
 
 * `speedup` (dense time / RAS time, same mode), `flops_ratio` and `ideal_speedup` (its inverse), and
-  `efficiency` = speed-up / FLOP-ideal speed-up. FLOPs come from `FlopCounterMode` around one transformer
+  `efficiency` = speed-up / FLOP-ideal speed-up. FLOPs come from `rasfw.flops` (torch's `FlopCounterMode`,
+  attention counted on the CPU too) around one transformer
   call per distinct active-token count (a capture call fills the caches first; the torch backend, so every
   matmul is visible), summed over the step schedule; they depend on the ratio only.
 * `peak_memory_bytes` / `dense_peak_memory_bytes`: `torch.cuda.max_memory_allocated` over the timed
@@ -49,6 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw.backends import resolve_backend
 from rasfw.execution.base import build_executor
+from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, find_adapter, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
@@ -358,20 +360,16 @@ def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
     """FLOPs of one transformer call recomputing `active` image tokens (a plain dense call when all are).
 
     A RAS call is counted after a capture call has filled the caches, as at a real RAS step; the torch
-    backend runs the token operations, so `FlopCounterMode` sees every matmul.
+    backend runs the token operations, so the counter (`rasfw.flops`) sees every matmul and attention.
 
     Args:
         pipe: the synthetic pipeline (its transformer must have no RAS attached).
         active: image tokens recomputed per image.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     transformer = pipe.transformer
     inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
     if active >= pipe.num_tokens:
-        with FlopCounterMode(display=False) as counter:
-            transformer(**inputs, return_dict=False)
-        return int(counter.get_total_flops())
+        return count_flops(lambda: transformer(**inputs, return_dict=False))[1]
     adapter = find_adapter(transformer)()
     state = RegionState()
     adapter.install(transformer, state, resolve_backend("torch", pipe.device))
@@ -385,9 +383,7 @@ def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
         rows = inputs["hidden_states"].shape[0]
         index = state.index_buffer(rows, active, pipe.device).copy_(torch.arange(active).expand(rows, -1))  # (Bt, a)
         state.forward = ForwardPlan(index, caches=caches)
-        with FlopCounterMode(display=False) as counter:
-            transformer(**inputs, return_dict=False)
-        return int(counter.get_total_flops())
+        return count_flops(lambda: transformer(**inputs, return_dict=False))[1]
     finally:
         adapter.remove(transformer)
         state.free()

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import viz
+from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
@@ -104,7 +105,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     state = apply_ras(runner.pipe, sampler, execution=mode, **execution)
     try:
         if mode == "eager":
-            images, flops = _count_flops(lambda: generate(settings["progress"]))
+            images, flops = count_flops(lambda: generate(settings["progress"]))
         else:  # graphs run outside the FLOP counter's reach: count the same calls eagerly, after
             images, flops = generate(settings["progress"]), None
         updates = state.update_count.clone().cpu()  # (B, N)
@@ -118,13 +119,13 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     if flops is None:
         apply_ras(runner.pipe, sampler)
         try:
-            flops = _count_flops(lambda: generate(False))[1]
+            flops = count_flops(lambda: generate(False))[1]
         finally:
             remove_ras(runner.pipe)
 
     dense_images = dense_flops = dense_seconds = None
     if settings["compare_dense"]:
-        dense_images, dense_flops = _count_flops(lambda: generate(settings["progress"]))
+        dense_images, dense_flops = count_flops(lambda: generate(settings["progress"]))
         dense_seconds = _timed(lambda: generate(False))
 
     updates = updates.reshape(-1, grid_rows, grid_cols)
@@ -175,14 +176,6 @@ def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
         if value % multiple:
             raise UsageError(f"{name} must be a multiple of {multiple} (patch size x latent scale); got {value}")
     return height, width
-
-
-def _count_flops(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        result = fn()
-    return result, int(counter.get_total_flops())
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -59,18 +59,16 @@ def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None
 
 def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) -> int:
     """FLOPs of one single-prompt generation (FLOPs scale linearly with the batch)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from rasfw.flops import count_flops as counted
 
     if sampler is not None:
         apply_ras(pipe, sampler)
     try:
-        with FlopCounterMode(display=False) as counter:
-            pipe([prompt], num_inference_steps=steps, guidance_scale=cfg.guidance,
-                 generator=torch.Generator().manual_seed(cfg.seed), progress=False)  # fmt: skip
+        return counted(lambda: pipe([prompt], num_inference_steps=steps, guidance_scale=cfg.guidance,
+                                    generator=torch.Generator().manual_seed(cfg.seed), progress=False))[1]  # fmt: skip
     finally:
         if sampler is not None:
             remove_ras(pipe)
-    return int(counter.get_total_flops())
 
 
 def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rasfw import RegionAdaptiveSampler, apply_ras
-from rasfw.strategies.resets import NoReset
+from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset, NoReset
 from tests.adapters.contract import AdapterContract
 from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
 
@@ -54,3 +55,40 @@ def test_odd_latent_size_names_the_patch_size():
     apply_ras(pipe, RegionAdaptiveSampler(reset=NoReset()))
     with pytest.raises(ValueError, match="divisible by the patch size 2"):
         pipe(batch=1, height=15, width=16, steps=4, guidance=1.0, seed=0)
+
+
+def test_hooks_of_other_libraries_survive_apply_and_remove():
+    """rasfw's hooks stack with diffusers hooks registered before it, and removal leaves those in place."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    class Counting(ModelHook):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            self.calls += 1
+            return args, kwargs
+
+    pipe = TinySD3Pipeline(tiny_sd3_transformer())
+    outer, inner = Counting(), Counting()
+    HookRegistry.check_if_exists_or_initialize(pipe.transformer).register_hook(outer, "count")
+    HookRegistry.check_if_exists_or_initialize(pipe.transformer.pos_embed).register_hook(inner, "count")
+    dense = pipe(batch=1)
+    apply_ras(pipe, RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5])))
+    ras = pipe(batch=1)
+    remove_ras(pipe)
+    assert outer.calls == inner.calls == 16  # 8 steps before RAS and 8 with it: the hooks ran every call
+    assert not torch.equal(ras, dense)
+    assert torch.equal(pipe(batch=1), dense) and outer.calls == inner.calls == 24
+    assert pipe.transformer._diffusers_hook.get_hook("count") is outer
+    assert pipe.transformer._diffusers_hook.get_hook("rasfw") is None
+
+
+def test_a_transformer_shared_by_two_pipelines_is_refused():
+    transformer = tiny_sd3_transformer()
+    first, second = TinySD3Pipeline(transformer), TinySD3Pipeline(transformer)
+    apply_ras(first, RegionAdaptiveSampler())
+    with pytest.raises(ValueError, match="already applied to this transformer"):
+        apply_ras(second, RegionAdaptiveSampler())
+    assert "step" not in vars(second.scheduler)  # nothing half-applied

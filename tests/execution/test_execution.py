@@ -165,3 +165,13 @@ class CudaSD3Loop(TinySD3Pipeline):
             uncond, cond = out.chunk(2)
             latents = self.scheduler.step(uncond + guidance * (cond - uncond), t, latents, return_dict=False)[0]
         return latents.cpu()
+
+
+def test_compile_with_a_float8_cache_equals_eager():
+    """kv_dtype's shared scratch buffers are one tensor read by every layer: the graph must alias it right."""
+    pipe = SD3Call(tiny_sd3_pipeline(0))
+    apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"))
+    eager = generate(pipe)
+    remove_ras(pipe)
+    apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"), execution="compile", backend="aot_eager")
+    torch.testing.assert_close(generate(pipe), eager, **TOLERANCE)
