@@ -1,8 +1,9 @@
 """FLOP counting: `torch.utils.flop_counter.FlopCounterMode`, with attention counted on every device.
 
 torch's counter knows the CUDA attention kernels but not the CPU one
-(`aten._scaled_dot_product_flash_attention_for_cpu`), so on a CPU it counted attention as free and
-overstated what skipping tokens saves. `flop_counter()` adds that kernel with torch's own SDPA formula
+(`aten._scaled_dot_product_flash_attention_for_cpu`), so on a CPU it counted attention as free: absolute
+FLOPs came out too low (ratios between a RAS and a dense call hardly move, since attention shrinks with
+the queries as the projections do). `flop_counter()` adds that kernel with torch's own SDPA formula
 (`sdpa_flop_count`: the two batched matrix products, `4 · B · H · Sq · Sk · d` for equal head sizes).
 """
 
