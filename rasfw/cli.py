@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import viz
+from rasfw.build import build
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY
@@ -35,8 +36,8 @@ class UsageError(ValueError):
 
 def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     """Instantiate the sampler and its strategies from a composed config."""
-    strategies = {group: _instantiate(cfg[group], group) for group in STRATEGY_GROUPS}
-    return _instantiate(cfg.sampler, "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
+    strategies = {group: build(cfg[group], group, group) for group in STRATEGY_GROUPS}
+    return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
 def check_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -58,19 +59,6 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
-            raise UsageError(str(cause).splitlines()[0]) from cause
-        raise UsageError(f"{group}: {_first_line(exc)}") from exc
-
-
 # -- one run --------------------------------------------------------------------------------------
 
 
@@ -82,7 +70,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     settings = check_settings(cfg)
     sampler = build_sampler(cfg)
     sampler.reset.validate(settings["steps"])
-    runner: PipelineRunner = _instantiate(cfg.model, "model")
+    runner: PipelineRunner = build(cfg.model, "runner", "model")
     height, width = _size(runner, settings)
     model_name = _choice("model", cfg.model)
     print(f"model: {model_name} ({runner.weights})", flush=True)
@@ -263,24 +251,66 @@ def main(argv: Sequence[str] | None = None) -> None:
         search_paths = REGISTRY.load_plugins()
     except Exception as exc:  # a broken plugin must not hide behind a traceback
         _fail(UsageError(f"plugin failed to load: {_first_line(exc)}"))
+    overrides, help_only = _overrides(args)
     if search_paths:
-        args.append(f"hydra.searchpath=[{','.join(search_paths)}]")
-    if not any(a.startswith("-") for a in args):  # flags (--help, -m, --cfg) go to Hydra untouched
-        _precheck(args)
+        _add_search_paths(args, overrides, search_paths)
+        overrides, _ = _overrides(args)
+    if not help_only:
+        _precheck(overrides)
     sys.argv = [sys.argv[0], *args]
     _hydra_entry()
 
 
+def _add_search_paths(args: list[str], overrides: list[str], paths: list[str]) -> None:
+    """Add the plugins' config folders to `hydra.searchpath`: into the user's own override if there is one
+    (a second one would replace it), else next to the user's overrides (Hydra reads them as one run of
+    positional arguments, so an override after a flag would be refused)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("hydra.searchpath="):
+            existing = arg.split("=", 1)[1].strip().strip("[]")
+            args[i] = f"hydra.searchpath=[{','.join([p for p in existing.split(',') if p] + paths)}]"
+            return
+    at = args.index(overrides[0]) if overrides else len(args)
+    args.insert(at, f"hydra.searchpath=[{','.join(paths)}]")
+
+
+def _overrides(args: list[str]) -> tuple[list[str], bool]:
+    """The overrides among `args` (Hydra's own argument parser splits them from flags), and whether
+    `args` only ask for help (`--help`, `--hydra-help`), which needs no check."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit:  # argparse printed its own one-line usage error
+        sys.exit(EXIT_USAGE)
+    return list(parsed.overrides), bool(parsed.help or parsed.hydra_help)
+
+
 def _precheck(overrides: list[str]) -> None:
-    """Compose once before Hydra runs, so composition errors become one line and exit code 2."""
+    """Compose once before Hydra runs, so composition errors become one line and exit code 2.
+
+    Sweep overrides (`-m ratio.value=0.25,0.5`) are left out of this composition (each job checks its own
+    values); everything else, the experiment and plugin files they select included, is composed and
+    passes the same gates as a run: unknown keys and options, and no Hydra callbacks (they would run
+    whatever their `_target_` names).
+    """
     from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    kept = [o for o in overrides if not o.startswith(("hydra.", "hydra/")) or o.startswith("hydra.searchpath=")]
+    for override in overrides:
+        if override.lstrip("+~").startswith("hydra.callbacks"):
+            _fail(UsageError(f"{override.split('=')[0].lstrip('+~')}: Hydra callbacks are not allowed (they run code)"))
     try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        kept = [
+            o.input_line for o in parsed
+            if not o.is_sweep_override() and (not o.key_or_group.startswith(("hydra.", "hydra/"))
+                                              or o.key_or_group == "hydra.searchpath")
+        ]  # fmt: skip
         with initialize_config_module(config_module="rasfw.conf", version_base=None):
-            compose("config", overrides=kept)
+            cfg = compose("config", overrides=kept, return_hydra_config=True)
     except MissingConfigException as exc:
         missing = (exc.missing_cfg_file or "").split("/")
         if exc.options is not None and len(missing) == 2:
@@ -292,6 +322,9 @@ def _precheck(overrides: list[str]) -> None:
         if key:
             _fail(UsageError(f"{key}: unknown setting ({_first_line(cause)}); check the spelling"))
         _fail(UsageError(_first_line(exc)))
+    callbacks = cfg.hydra.get("callbacks") or {}
+    for name in callbacks:
+        _fail(UsageError(f"hydra.callbacks.{name}: Hydra callbacks are not allowed in rasfw configs (they run code)"))
 
 
 def _first_line(exc: BaseException) -> str:

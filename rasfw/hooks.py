@@ -27,6 +27,8 @@ _MISSING = object()
 
 @dataclass
 class _Attachment:
+    transformer: torch.nn.Module  # the objects RAS was applied to (the pipeline's attributes may change later)
+    scheduler: Any
     sampler: RegionAdaptiveSampler
     adapter: ModelAdapter
     backend: TokenBackend
@@ -93,7 +95,7 @@ def apply_ras(
     transformer._diffusers_hook.invalidate_child_registries_cache()  # diffusers caches which submodules have hooks
     saved = {name: vars(scheduler).get(name, _MISSING) for name in ("set_timesteps", "step")}
     _wrap_scheduler(scheduler, sampler, adapter, state)
-    object.__setattr__(pipe, _ATTR, _Attachment(sampler, adapter, backend, state, executor, saved, hooked))
+    object.__setattr__(pipe, _ATTR, _Attachment(transformer, scheduler, sampler, adapter, backend, state, executor, saved, hooked))
     return state
 
 
@@ -110,7 +112,11 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
     def step(*args, **kwargs):
         model_output = args[0] if args else kwargs["model_output"]
         sample = args[2] if len(args) > 2 else kwargs["sample"]
-        sampler.observe(state, model_output, adapter.grid(sample))
+        try:
+            sampler.observe(state, model_output, adapter.grid(sample))
+        except BaseException:  # an error or Ctrl-C ends the generation: do not hold its caches
+            state.release_caches()
+            raise
         state.step += 1
         if state.step >= state.num_steps:
             state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
@@ -131,7 +137,7 @@ def remove_ras(pipe: Any) -> None:
     attachment = getattr(pipe, _ATTR, None)
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline; nothing to remove")
-    transformer, scheduler = _parts(pipe)
+    transformer, scheduler = attachment.transformer, attachment.scheduler
     detach_hook(attachment.hooked)
     attachment.adapter.remove(transformer)
     if hasattr(transformer, "_diffusers_hook"):

@@ -18,9 +18,14 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
-KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution")
+KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner")
 # Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
-LAZY_BUILTINS = {"adapter": "rasfw.adapters", "execution": "rasfw.execution"}
+LAZY_BUILTINS = {
+    "adapter": "rasfw.adapters",
+    "execution": "rasfw.execution",
+    "sampler": "rasfw.sampler",
+    "runner": "rasfw.runners_diffusers",
+}
 
 T = TypeVar("T")
 
@@ -78,6 +83,21 @@ class Registry:
         """Instantiate the strategy `kind`/`name` with `params`."""
         return self.get(kind, name)(**params)
 
+    def by_target(self, kind: str, target: Any, setting: str | None = None) -> type:
+        """The class registered for `kind` whose import path (`module.QualName`) is `target`.
+
+        This is the gate every config passes: a `_target_` names a registered class or nothing is built.
+
+        Raises:
+            ValueError: `target` is not the path of a class registered for `kind` (the message lists them).
+        """
+        setting = setting or f"{kind}._target_"
+        for _, cls in self.items(kind):
+            if target == _qualname(cls):
+                return cls
+        known = ", ".join(sorted(_qualname(cls) for _, cls in self.items(kind))) or "none"
+        raise ValueError(f"{setting}: {target!r} is not a registered {kind} class; registered: {known}")
+
     def load_plugins(self) -> list[str]:
         """Import every ``rasfw.plugins`` entry point once; return their config search paths."""
         if not self._plugins_loaded:
@@ -104,23 +124,27 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_INTERFACES = {
+    "metric": "rasfw.interfaces:RegionMetric",
+    "ratio": "rasfw.interfaces:RatioSchedule",
+    "starvation": "rasfw.interfaces:StarvationPolicy",
+    "reset": "rasfw.interfaces:ResetSchedule",
+    "adapter": "rasfw.interfaces:ModelAdapter",
+    "backend": "rasfw.backends.base:TokenBackend",
+    "execution": "rasfw.execution.base:Executor",
+    "sampler": "rasfw.sampler:RegionAdaptiveSampler",
+    "runner": "rasfw.runners:PipelineRunner",
+}
+
+
 def _check_implements(kind: str, cls: type) -> None:
     """Validate at registration that `cls` implements the interface of `kind`."""
-    from rasfw import interfaces
-    from rasfw.backends.base import TokenBackend
-    from rasfw.execution.base import Executor
-
-    expected = {
-        "metric": interfaces.RegionMetric,
-        "ratio": interfaces.RatioSchedule,
-        "starvation": interfaces.StarvationPolicy,
-        "reset": interfaces.ResetSchedule,
-        "adapter": interfaces.ModelAdapter,
-        "backend": TokenBackend,
-        "execution": Executor,
-    }.get(kind)
-    if expected is not None and not (isinstance(cls, type) and issubclass(cls, expected)):
-        raise TypeError(f"{kind} {cls!r} must subclass {expected.__name__}")
+    path = _INTERFACES.get(kind)
+    if path is not None:
+        module, name = path.split(":")
+        expected = cls if cls.__name__ == name and cls.__module__ == module else getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, expected)):
+            raise TypeError(f"{kind} {cls!r} must subclass {expected.__name__}")
     abstract = getattr(cls, "__abstractmethods__", ())
     if abstract:
         raise TypeError(f"{kind} {_qualname(cls)} leaves abstract methods unimplemented: {', '.join(sorted(abstract))}")

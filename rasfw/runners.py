@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from rasfw.registry import register
+
 
 class PipelineRunner(ABC):
     """Wraps a pipeline object that has `.transformer` and `.scheduler`.
@@ -51,6 +53,7 @@ class PipelineRunner(ABC):
         return int(self.pipe.transformer.config.patch_size)
 
 
+@register("runner", "default")
 class MiniRunner(PipelineRunner):
     """The embedded default model (`rasfw.models.MiniPipeline`), a pixel-space DiT."""
 

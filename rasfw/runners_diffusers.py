@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from rasfw.runners import PipelineRunner
+from rasfw.registry import register
+from rasfw.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,6 +62,7 @@ class DiffusersRunner(PipelineRunner):
 # -- real weights ---------------------------------------------------------------------------------
 
 
+@register("runner", "sd3")
 class SD3Runner(DiffusersRunner):
     """Stable Diffusion 3 / 3.5 (`StableDiffusion3Pipeline`) from `path`.
 
@@ -81,6 +83,7 @@ class SD3Runner(DiffusersRunner):
         super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
+@register("runner", "lumina_next")
 class LuminaNextRunner(DiffusersRunner):
     """Lumina-Next (`LuminaPipeline`) from `path`; arguments as `SD3Runner`."""
 
@@ -92,6 +95,7 @@ class LuminaNextRunner(DiffusersRunner):
         super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
+@register("runner", "flux")
 class FluxRunner(DiffusersRunner):
     """Flux.1 (`FluxPipeline`) from `path`; `guidance` is the distilled guidance embedding (3.5 is typical)."""
 
@@ -187,6 +191,7 @@ class TinyRunner(DiffusersRunner):
         return tokens.to(device, dtype), pooled.to(device, dtype)
 
 
+@register("runner", "sd3_tiny")
 class TinySD3Runner(TinyRunner):
     """A tiny random `StableDiffusion3Pipeline` (see `rasfw.tiny`)."""
 
@@ -202,6 +207,7 @@ class TinySD3Runner(TinyRunner):
         }
 
 
+@register("runner", "lumina_next_tiny")
 class TinyLuminaNextRunner(TinyRunner):
     """A tiny random `LuminaPipeline` (Lumina-Next; see `rasfw.tiny`)."""
 
@@ -219,6 +225,7 @@ class TinyLuminaNextRunner(TinyRunner):
         }
 
 
+@register("runner", "flux_tiny")
 class TinyFluxRunner(TinyRunner):
     """A tiny random `FluxPipeline` with a guidance embedding (see `rasfw.tiny`)."""
 

@@ -7,6 +7,7 @@ import math
 import torch
 
 from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.registry import register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
 from rasfw.strategies.metrics import StdNoise
@@ -19,6 +20,7 @@ KV_DTYPES = {"model": None, "bfloat16": torch.bfloat16, "float16": torch.float16
 """`sampler.kv_dtype` choices: the dtype image keys/values are stored in ("model": the model's own)."""
 
 
+@register("sampler", "ras")
 class RegionAdaptiveSampler:
     """Region-Adaptive Sampling settings: which tokens to recompute at which step.
 
@@ -156,6 +158,7 @@ class RegionAdaptiveSampler:
         return torch.sort(order[:, low : n - high], dim=1).values  # (B, a)
 
 
+@register("sampler", "dense")
 class DenseSampler(RegionAdaptiveSampler):
     """Every step dense: the baseline, through the same hooks (bit-for-bit the unmodified pipeline)."""
 

@@ -113,7 +113,11 @@ class TransformerHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         key = call_key(self.state.forward.key, args, kwargs)
-        return self.executor.run(self.fn_ref.original_forward, key, args, kwargs)
+        try:
+            return self.executor.run(self.fn_ref.original_forward, key, args, kwargs)
+        except BaseException:  # an error or Ctrl-C ends the generation: do not hold its caches
+            self.state.release_caches()
+            raise
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         return module  # a generation's state is reset by scheduler.set_timesteps

@@ -110,3 +110,30 @@ def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     assert compiled["execution"] == "compile" and compiled["graphs"] == 3 and compiled["call_shapes"] == 3
     assert eager["execution"] == "eager" and eager["graphs"] == 0 and eager["kv_dtype"] == "float8_e4m3fn"
     assert compiled["flops"] == eager["flops"]  # counted eagerly for both
+
+
+def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
+    """The plugin's config search path goes next to the user's overrides, so a trailing flag still parses."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rasfw", "ratio.value=0.25", "metric=edge_energy", "--cfg", "job"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "value: 0.25" in result.stdout and "EdgeEnergy" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "metric=foo"], "metric: unknown option 'foo'; available: "),
+        (["--cfg", "job", "foo=1"], "foo: unknown setting"),
+        (["-m", "ratio.value=0.25,0.5", "ratio.valu=1"], "ratio.valu: unknown setting"),
+        (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
+    ],
+)
+def test_overrides_beside_flags_are_checked_too(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*args, *QUIET])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
