@@ -24,6 +24,7 @@ from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.strategies._checks import integer, number
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
 
 
@@ -40,22 +41,31 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
+SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress")
+GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution")
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+
 def check_settings(cfg: DictConfig) -> dict[str, Any]:
     """Validate the top-level settings; return them as plain Python values."""
+    unknown = [key for key in cfg if key not in (*SETTINGS, *GROUPS)]
+    if unknown:
+        raise UsageError(f"{unknown[0]}: unknown setting; the settings are {', '.join(SETTINGS)} and the groups {', '.join(GROUPS)}")
+    for flag in ("compare_dense", "progress"):
+        if not isinstance(cfg.get(flag, True), bool):
+            raise UsageError(f"{flag} must be true or false; got {cfg.get(flag)!r}")
     prompts = OmegaConf.to_container(cfg.prompts) if OmegaConf.is_list(cfg.prompts) else cfg.prompts
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise UsageError(f"prompts must be a non-empty list of strings; got {prompts!r}")
-    if not isinstance(cfg.compare_dense, bool):
-        raise UsageError(f"compare_dense must be true or false; got {cfg.compare_dense!r}")
     return {
         "steps": integer("steps", cfg.steps, "[1, inf)", lambda v: v >= 1),
         "guidance": number("guidance", cfg.guidance, "[0, inf)", lambda v: v >= 0),
         "height": None if cfg.height is None else integer("height", cfg.height, "[1, inf)", lambda v: v >= 1),
         "width": None if cfg.width is None else integer("width", cfg.width, "[1, inf)", lambda v: v >= 1),
-        "seed": integer("seed", cfg.seed, "integers", lambda v: True),
+        "seed": integer("seed", cfg.seed, f"[{SEED_RANGE[0]}, {SEED_RANGE[1]}]", lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1]),
         "prompts": prompts,
         "compare_dense": cfg.compare_dense,
-        "progress": bool(cfg.get("progress", True)),
+        "progress": cfg.get("progress", True),
     }
 
 
@@ -100,7 +110,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         active = state.active_tokens_per_step
         grid_rows, grid_cols = state.grid_shape
         seconds = _timed(lambda: generate(False))
-        backend = ras_backend(runner.pipe).name
+        backend, backend_note = ras_backend(runner.pipe).ran()
         executed = ras_execution(runner.pipe).describe()
     finally:
         remove_ras(runner.pipe)
@@ -122,7 +132,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "model": model_name,
         "weights": runner.weights,
         "sampler": _choice("sampler", cfg.sampler),
-        "backend": backend,
+        "backend": backend,  # what ran (a Triton request falls back to the torch reference where it cannot run)
+        "backend_note": backend_note or None,
         **executed,
         "kv_dtype": sampler.kv_dtype,
         "steps": settings["steps"],
@@ -143,6 +154,10 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     }
     dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
     summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
+    skipped = len(settings["prompts"]) - summary.get("evaluated_images", len(settings["prompts"]))
+    if skipped:
+        print(f"note: {skipped} of {len(settings['prompts'])} prompts are not in the model's prompt grammar; "
+              "its quality metrics skip them", flush=True)  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -160,7 +175,10 @@ def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
     height = settings["height"] or runner.default_size[0]
     width = settings["width"] or runner.default_size[1]
     multiple = runner.patch_size * runner.latent_scale
+    largest = runner.max_size
     for name, value in (("height", height), ("width", width)):
+        if largest is not None and value > largest:
+            raise UsageError(f"{name} must be at most {largest} for this model (its position embedding); got {value}")
         if value % multiple:
             raise UsageError(f"{name} must be a multiple of {multiple} (patch size x latent scale); got {value}")
     return height, width
@@ -209,6 +227,9 @@ def _hydra_entry() -> None:
             summary = run(cfg, output_dir)
         except (ValueError, TypeError, FileNotFoundError) as exc:
             _fail(exc)
+        except KeyboardInterrupt:
+            print("error: interrupted; nothing was written past the last finished file", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
         print(f"summary: {json.dumps(shown)}")
@@ -300,6 +321,9 @@ def _precheck(overrides: list[str]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            _check_writable(key.lstrip("+"), value)
         if override.lstrip("+~").startswith("hydra.callbacks"):
             _fail(UsageError(f"{override.split('=')[0].lstrip('+~')}: Hydra callbacks are not allowed (they run code)"))
     try:
@@ -325,6 +349,17 @@ def _precheck(overrides: list[str]) -> None:
     callbacks = cfg.hydra.get("callbacks") or {}
     for name in callbacks:
         _fail(UsageError(f"hydra.callbacks.{name}: Hydra callbacks are not allowed in rasfw configs (they run code)"))
+
+
+def _check_writable(setting: str, folder: str) -> None:
+    """Hydra creates the output folder before the job starts; make sure it can, so a bad one is one line."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / ".rasfw-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        _fail(UsageError(f"{setting}: cannot write to '{folder}': {exc.strerror or type(exc).__name__}"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,6 +52,12 @@ class PipelineRunner(ABC):
     def patch_size(self) -> int:
         return int(self.pipe.transformer.config.patch_size)
 
+    @property
+    def max_size(self) -> int | None:
+        """Largest height/width in pixels the model's position embedding covers; None: no fixed limit."""
+        limit = getattr(self.pipe.transformer.config, "pos_embed_max_size", None)
+        return None if limit is None else int(limit) * self.patch_size * self.latent_scale
+
 
 @register("runner", "default")
 class MiniRunner(PipelineRunner):

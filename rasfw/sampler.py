@@ -73,7 +73,7 @@ class RegionAdaptiveSampler:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
         self.backend = backend
-        self.seed = integer("sampler.seed", seed, "integers", lambda v: True)
+        self.seed = integer("seed", seed, f"[{-(2**63)}, {2**64 - 1}]", lambda v: -(2**63) <= v < 2**64)
 
     # -- planning -------------------------------------------------------------------------------
 

@@ -15,6 +15,10 @@ class TokenBackend(ABC):
 
     name: str = "abstract"
 
+    def ran(self) -> tuple[str, str]:
+        """`(name, why)` of the implementation that ran the last operation; `why` is "" unless it fell back."""
+        return self.name, ""
+
     @abstractmethod
     def gather(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Return `x[b, index[b, j]]` as a new `(B, a, D)` tensor."""

@@ -77,6 +77,11 @@ class TritonBackend(TokenBackend):
             return "triton backend: no operation run yet"
         return self.last_impl if self.last_impl == "triton" else f"{self.last_impl} ({self.last_reason})"
 
+    def ran(self) -> tuple[str, str]:
+        if self.last_impl is None:
+            return self.name, ""
+        return self.last_impl, (f"triton requested: {self.last_reason}" if self.last_impl != "triton" else "")
+
     def gather(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self._use_triton("gather", index, x):
             return self._kernels.gather.gather(x, index)

@@ -177,9 +177,9 @@ def load_pipeline(weights: str | None = None, device: str = "cpu", dtype: str = 
     ``weights_source`` says so.
     """
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
+        raise ValueError(f"model.dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
     if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"model weights not found: {weights}")
+        raise FileNotFoundError(f"model.weights: no such file: {weights}")
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         pipe = build_pipeline()

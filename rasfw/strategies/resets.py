@@ -20,7 +20,11 @@ class FixedReset(ResetSchedule):
     def __init__(self, steps: Sequence[int] = (12, 20)) -> None:
         if isinstance(steps, (int, str)) or not isinstance(steps, Sequence):
             steps = [steps]
-        self.steps = tuple(integer("reset.steps", s, "[0, steps)", lambda v: v >= 0) for s in steps)
+        steps = [integer("reset.steps", s, "[0, steps)", lambda v: v >= 0) for s in steps]
+        repeated = sorted({s for s in steps if steps.count(s) > 1})
+        if repeated:
+            raise ValueError(f"reset.steps lists step {repeated[0]} twice; each step once, in any order; got {steps}")
+        self.steps = tuple(sorted(steps))  # any order is accepted: the schedule is the set
 
     def is_dense(self, step: int, num_steps: int) -> bool:
         return step in self.steps

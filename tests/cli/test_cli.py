@@ -61,7 +61,7 @@ def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
         ("steps=0", "steps must be in [1, inf); got 0"),
         ("height=33", "height must be a multiple of 2 (patch size x latent scale); got 33"),
         ("ratio.valu=0.3", "ratio.valu: unknown setting"),
-        ("starvation.k=-0.5", "starvation.k must be in [0, inf); got -0.5"),
+        ("starvation.k=-0.5", "starvation.k must be in [0, 100]; got -0.5"),
         ("execution=cudagraph", "execution=cudagraph needs a CUDA device; the transformer is on cpu"),
         ("execution=warp", "execution: unknown option 'warp'; available: compile, cudagraph, eager"),
         ("execution=compile execution.backend=nope", "execution.backend: unknown torch.compile backend 'nope'"),

@@ -78,7 +78,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_missing_weights_raise_one_clear_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model weights not found"):
+    with pytest.raises(FileNotFoundError, match="model.weights: no such file"):
         load_pipeline(str(tmp_path / "nope.safetensors"))
 
 

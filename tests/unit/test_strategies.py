@@ -86,8 +86,13 @@ def test_starvation_contract():
     drops = torch.randint(0, 5, (2, 12)).float()
     assert torch.equal(NoStarvation().adjust(score, drops), score)
     adjusted = ExpStarvation(0.1).adjust(score, drops)
-    torch.testing.assert_close(adjusted, score * torch.exp(0.1 * drops))
-    assert torch.all(ExpStarvation(0.5).adjust(score, drops + 1) > ExpStarvation(0.5).adjust(score, drops))
+    reference = score * torch.exp(0.1 * drops)  # Eq. 1; adjust divides each row by its largest factor
+    torch.testing.assert_close(adjusted, reference / torch.exp(0.1 * drops).amax(dim=1, keepdim=True))
+    assert torch.equal(adjusted.argsort(dim=1), reference.argsort(dim=1))
+    bumped = drops.clone()
+    bumped[:, 0] += 1  # one more drop lifts that patch against every other
+    before, after = ExpStarvation(0.5).adjust(score, drops), ExpStarvation(0.5).adjust(score, bumped)
+    assert torch.all(after[:, 0] / after[:, 1:].T > before[:, 0] / before[:, 1:].T)
 
 
 def test_reset_contract():
@@ -103,7 +108,7 @@ def test_reset_contract():
         (lambda: ConstantRatio(1.5), r"ratio.value must be in \(0, 1\]"),
         (lambda: ConstantRatio("half"), r"ratio.value must be a number in \(0, 1\]"),
         (lambda: ConstantRatio(0.5, -1), r"ratio.warmup must be in \[0, inf\)"),
-        (lambda: ExpStarvation(-1), r"starvation.k must be in \[0, inf\)"),
+        (lambda: ExpStarvation(-1), r"starvation.k must be in \[0, 100\]"),
         (lambda: FixedReset([-1]), r"reset.steps must be in \[0, steps\)"),
         (lambda: PeriodicReset(every=0), r"reset.every must be in \[1, inf\)"),
     ],
@@ -117,3 +122,12 @@ def test_bad_settings_raise_one_clear_line(build, message):
 def test_reset_steps_beyond_the_schedule_are_rejected():
     with pytest.raises(ValueError, match=r"reset.steps must lie in \[0, 20\) for steps=20"):
         FixedReset([12, 22]).validate(20)
+
+
+def test_a_huge_starvation_scale_stays_finite_and_ranks_like_eq_1():
+    score = torch.rand(2, 50, generator=torch.Generator().manual_seed(0)) + 0.1
+    drops = torch.randint(0, 3, (2, 50), generator=torch.Generator().manual_seed(1)).float()
+    adjusted = ExpStarvation(100).adjust(score, drops * 10)  # exp(3000) overflows any float
+    assert torch.isfinite(adjusted).all()
+    most = drops == drops.amax(dim=1, keepdim=True)
+    assert torch.equal(adjusted > 0, most)  # only the most-dropped patches keep a non-zero score

@@ -1,0 +1,140 @@
+"""Every bad input is one line naming the setting, exit code 2, no traceback and no summary.json.
+
+A table across every group and key of `conf/config.yaml`, run in-process (`rasfw.cli.main`). Each case is
+the overrides and a fragment the error line must contain (the setting's name, and often what is allowed).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rasfw.cli import main
+
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false", "compare_dense=false"]
+
+CASES = [
+    # ratio: constant
+    ("ratio.value=0", "ratio.value must be in (0, 1]"),
+    ("ratio.value=-1", "ratio.value must be in (0, 1]"),
+    ("ratio.value=1.5", "ratio.value must be in (0, 1]"),
+    ("ratio.value=abc", "ratio.value must be a number"),
+    ("ratio.value=nan", "ratio.value must be a number"),
+    ("ratio.value=inf", "ratio.value must be a number"),
+    ("ratio.value=[0.5]", "ratio.value must be a number"),
+    ("ratio.value=null", "ratio.value must be a number"),
+    ("ratio.value=true", "ratio.value must be a number"),
+    ("ratio.warmup=-1", "ratio.warmup must be in [0, inf)"),
+    ("ratio.warmup=1.5", "ratio.warmup must be an integer"),
+    ("ratio.warmup=abc", "ratio.warmup must be an integer"),
+    ("ratio.warmup=true", "ratio.warmup must be an integer"),
+    ("ratio.valu=0.3", "ratio.valu: unknown setting"),
+    ("+ratio.extra=1", "ratio: "),
+    ("ratio=nope", "ratio: unknown option 'nope'"),
+    # ratio: linear, reference_dynamic
+    ("ratio=linear ratio.start=0", "ratio.start must be in (0, 1]"),
+    ("ratio=linear ratio.end=2", "ratio.end must be in (0, 1]"),
+    ("ratio=linear ratio.warmup=-3", "ratio.warmup must be in [0, inf)"),
+    ("ratio=reference_dynamic ratio.value=0", "ratio.value must be in (0, 1]"),
+    ("ratio=reference_dynamic ratio.block=0", "ratio.block"),
+    ("ratio=reference_dynamic ratio.multiple=0", "ratio.multiple"),
+    ("ratio=reference_dynamic ratio.delta=abc", "ratio.delta"),
+    # metric
+    ("metric=nope", "metric: unknown option 'nope'"),
+    ("metric._target_=os.system", "metric._target_: 'os.system' is not a registered metric class"),
+    ("+metric.foo=1", "metric: "),
+    # starvation
+    ("starvation.k=-1", "starvation.k must be in [0, 100]"),
+    ("starvation.k=101", "starvation.k must be in [0, 100]"),
+    ("starvation.k=1e308", "starvation.k must be in [0, 100]"),
+    ("starvation.k=abc", "starvation.k must be a number"),
+    ("starvation.k=nan", "starvation.k must be a number"),
+    ("starvation.k=true", "starvation.k must be a number"),
+    ("starvation=nope", "starvation: unknown option 'nope'"),
+    # reset
+    ("reset.steps=[40]", "reset.steps must lie in [0, 28)"),
+    ("reset.steps=[-1]", "reset.steps must be in [0, steps)"),
+    ("reset.steps=[a]", "reset.steps must be an integer"),
+    ("reset.steps=[4,4]", "reset.steps lists step 4 twice"),
+    ("reset.steps=[1.5]", "reset.steps must be an integer"),
+    ("reset=periodic reset.every=0", "reset.every"),
+    ("reset=periodic reset.start=-1", "reset.start"),
+    ("reset=periodic reset.every=abc", "reset.every"),
+    ("reset=nope", "reset: unknown option 'nope'"),
+    # sampler
+    ("sampler.high_ratio=-0.1", "sampler.high_ratio must be in [0, 1]"),
+    ("sampler.high_ratio=1.1", "sampler.high_ratio must be in [0, 1]"),
+    ("sampler.high_ratio=abc", "sampler.high_ratio must be a number"),
+    ("sampler.kv_cache=maybe", "sampler.kv_cache must be true or false"),
+    ("sampler.kv_cache=1", "sampler.kv_cache must be true or false"),
+    ("sampler.kv_dtype=int8", "sampler.kv_dtype must be one of model, bfloat16, float16, float8_e4m3fn"),
+    ("sampler.kv_dtype=float64", "sampler.kv_dtype must be one of"),
+    ("sampler=nope", "sampler: unknown option 'nope'"),
+    ("sampler._target_=builtins.exec", "sampler._target_: 'builtins.exec' is not a registered sampler class"),
+    # backend and execution
+    ("backend=nope", "backend: unknown option 'nope'"),
+    ("backend.name=nope", "backend must be one of torch, triton, auto"),
+    ("execution=nope", "execution: unknown option 'nope'"),
+    ("execution=compile execution.backend=nope", "execution.backend: unknown torch.compile backend 'nope'"),
+    ("execution=compile execution.recompile_limit=0", "execution.recompile_limit must be an integer >= 1"),
+    ("execution=cudagraph", "execution=cudagraph needs a CUDA device"),
+    ("execution=cudagraph execution.warmup=0", "execution.warmup must be an integer >= 1"),
+    ("execution=cudagraph execution.compile=maybe", "execution.compile must be true or false"),
+    ("execution.name=warp", "execution: unknown execution 'warp'"),
+    # plain settings
+    ("steps=0", "steps must be in [1, inf)"),
+    ("steps=-5", "steps must be in [1, inf)"),
+    ("steps=abc", "steps must be an integer"),
+    ("steps=1.5", "steps must be an integer"),
+    ("steps=true", "steps must be an integer"),
+    ("guidance=-1", "guidance must be in [0, inf)"),
+    ("guidance=abc", "guidance must be a number"),
+    ("guidance=nan", "guidance must be a number"),
+    ("height=33", "height must be a multiple of 2"),
+    ("height=96", "height must be at most 64 for this model"),
+    ("height=1000000", "height must be at most 64 for this model"),
+    ("height=-32", "height must be in [1, inf)"),
+    ("height=0", "height must be in [1, inf)"),
+    ("height=abc", "height must be an integer"),
+    ("width=33", "width must be a multiple of 2"),
+    ("width=1000000", "width must be at most 64 for this model"),
+    ("seed=abc", "seed must be an integer"),
+    ("seed=1.5", "seed must be an integer"),
+    ("seed=1180591620717411303424", "seed must be in ["),
+    ("prompts=[]", "prompts must be a non-empty list of strings"),
+    ("prompts=[1,2]", "prompts must be a non-empty list of strings"),
+    ("prompts=abc", "prompts must be a non-empty list of strings"),
+    ("compare_dense=maybe", "compare_dense must be true or false"),
+    ("compare_dense=3", "compare_dense must be true or false"),
+    ("progress=maybe", "progress must be true or false"),
+    ("+foo=1", "foo: unknown setting"),
+    ("foo=1", "foo: unknown setting"),
+    # model
+    ("model=nope", "model: unknown option 'nope'"),
+    ("model.weights=/no/such/file.safetensors", "model.weights: no such file: /no/such/file.safetensors"),
+    ("model.device=gpu0", "model: cannot build rasfw.runners.MiniRunner: RuntimeError: Invalid device string: 'gpu0'"),
+    ("model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
+    ("model=sd3_tiny model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
+    ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
+    ("model._target_=shutil.rmtree", "model._target_: 'shutil.rmtree' is not a registered runner class"),
+    ("+model.foo=1", "model: "),
+    # hydra
+    ("hydra.run.dir=/proc/x", "hydra.run.dir: cannot write to '/proc/x'"),
+    ("+hydra.callbacks.x._target_=os.system", "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
+]
+
+
+@pytest.mark.parametrize(("override", "fragment"), CASES, ids=[case[0] for case in CASES])
+def test_bad_input(override, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main([*QUIET, *override.split(), *([] if "hydra.run.dir" in override else [f"hydra.run.dir={out}"])])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert info.value.code == 2, err
+    assert err.startswith("error: ") and fragment in err, err
+    assert "\n" not in err and "Traceback" not in captured.out + captured.err
+    assert not (out / "summary.json").exists()
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 80
