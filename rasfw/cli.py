@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -41,9 +42,10 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
-SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress")
+SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose")
 GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
 
 
 def check_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
     unknown = [key for key in cfg if key not in (*SETTINGS, *GROUPS)]
     if unknown:
         raise UsageError(f"{unknown[0]}: unknown setting; the settings are {', '.join(SETTINGS)} and the groups {', '.join(GROUPS)}")
-    for flag in ("compare_dense", "progress"):
+    for flag in ("compare_dense", "progress", "verbose"):
         if not isinstance(cfg.get(flag, True), bool):
             raise UsageError(f"{flag} must be true or false; got {cfg.get(flag)!r}")
     prompts = OmegaConf.to_container(cfg.prompts) if OmegaConf.is_list(cfg.prompts) else cfg.prompts
@@ -268,6 +270,8 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI with `argv` (default: `sys.argv[1:]`); bad settings exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.lower() in ("verbose=true", "verbose=1") for a in args):
+        _quiet_libraries()
     try:
         search_paths = REGISTRY.load_plugins()
     except Exception as exc:  # a broken plugin must not hide behind a traceback
@@ -280,6 +284,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         _precheck(overrides)
     sys.argv = [sys.argv[0], *args]
     _hydra_entry()
+
+
+def _quiet_libraries() -> None:
+    """Keep diffusers', transformers' and the hub's warnings (missing optional packages, hub retries) off
+    the console, so an error is the one line it should be; `verbose=true` lets them through. Set through
+    their environment variables, before they are imported, and only where the user has not set them."""
+    for name in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    for logger in ("diffusers", "transformers", "huggingface_hub"):  # already imported (in-process callers)
+        logging.getLogger(logger).setLevel(logging.ERROR)
 
 
 def _add_search_paths(args: list[str], overrides: list[str], paths: list[str]) -> None:
@@ -349,6 +364,29 @@ def _precheck(overrides: list[str]) -> None:
     callbacks = cfg.hydra.get("callbacks") or {}
     for name in callbacks:
         _fail(UsageError(f"hydra.callbacks.{name}: Hydra callbacks are not allowed in rasfw configs (they run code)"))
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps:
+        _check_sweep(kept, sweeps)
+
+
+def _check_sweep(kept: list[str], sweeps: list) -> None:
+    """Validate every job of a sweep before the first one starts: compose it, check its settings and
+    build its sampler (no model is loaded). One line names the bad setting and the job's overrides."""
+    import itertools
+
+    from hydra import compose, initialize_config_module
+
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] for o in sweeps]
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        for job in itertools.islice(itertools.product(*choices), MAX_CHECKED_JOBS):
+            try:
+                cfg = compose("config", overrides=[*kept, *job])
+                settings = check_settings(cfg)
+                build_sampler(cfg).reset.validate(settings["steps"])
+            except (ValueError, TypeError) as exc:
+                _fail(UsageError(f"{_first_line(exc)} (in the sweep job {' '.join(job)})"))
+            except Exception as exc:  # noqa: BLE001 - composition errors of one job: one line as well
+                _fail(UsageError(f"{_first_line(exc)} (in the sweep job {' '.join(job)})"))
 
 
 def _check_writable(setting: str, folder: str) -> None:

@@ -25,6 +25,7 @@ from rasfw.registry import register
 from rasfw.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TINY = {"StableDiffusion3Pipeline": "model=sd3_tiny", "LuminaPipeline": "model=lumina_next_tiny", "FluxPipeline": "model=flux_tiny"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -124,7 +125,8 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
     folder = Path(path).expanduser()
     if not folder.is_dir() and not _HUB_ID.match(str(path)):
         raise FileNotFoundError(
-            f"model.path: cannot load '{path}': no such folder (and not a hub id of the form org/name)"
+            f"model.path: cannot load '{path}': no such folder (and not a hub id of the form org/name); "
+            f"pass model.path=<local folder>, or try {_TINY.get(pipeline_name, 'a *_tiny model')} offline"
         )
     pipeline_class = getattr(diffusers, pipeline_name)
     try:
@@ -134,7 +136,10 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
     except Exception as exc:  # noqa: BLE001 - diffusers and huggingface_hub raise many kinds; one line for all
         if folder.is_dir():
             raise ValueError(f"model.path: cannot load '{path}' as a {pipeline_name}: {_first_line(exc)}") from exc
-        raise FileNotFoundError(f"model.path: cannot load '{path}': no such folder and {_hub_reason(exc)}") from exc
+        raise FileNotFoundError(
+            f"model.path: cannot load '{path}': no such folder and {_hub_reason(exc)}; "
+            f"pass model.path=<local folder>, or try {_TINY.get(pipeline_name, 'a *_tiny model')} offline"
+        ) from exc
     return pipe.to(device)
 
 

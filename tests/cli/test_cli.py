@@ -129,6 +129,8 @@ def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
         (["--cfg", "job", "foo=1"], "foo: unknown setting"),
         (["-m", "ratio.value=0.25,0.5", "ratio.valu=1"], "ratio.valu: unknown setting"),
         (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
+        (["-m", "ratio.value=0.25,1.5", "reset=fixed,none"],
+         "ratio.value must be in (0, 1]; got 1.5 (in the sweep job ratio.value=1.5 reset=fixed)"),  # fmt: skip
     ],
 )
 def test_overrides_beside_flags_are_checked_too(args, message, capsys):
@@ -137,3 +139,11 @@ def test_overrides_beside_flags_are_checked_too(args, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_valid_sweep_runs_every_job(tmp_path):
+    main(["-m", "ratio.value=0.25,0.5", *SMALL, *QUIET, "compare_dense=false", "prompts=[a red circle]",
+          f"hydra.sweep.dir={tmp_path}"])  # fmt: skip
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert len(summaries) == 2
+    assert [json.loads(p.read_text())["active_tokens_per_step"][2] for p in summaries] == [64, 128]
