@@ -25,6 +25,7 @@ from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.strategies._checks import integer, number
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1  # not a usage error: something failed while running
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
 
@@ -45,6 +46,7 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
 SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose")
 GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
 
 
@@ -116,6 +118,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         executed = ras_execution(runner.pipe).describe()
     finally:
         remove_ras(runner.pipe)
+    _check_finite(images, settings)
     if flops is None:
         apply_ras(runner.pipe, sampler)
         try:
@@ -173,6 +176,15 @@ def _choice(group: str, node: DictConfig) -> str:
     return str(node.get("_target_", group)).rsplit(".", 1)[-1]
 
 
+def _check_finite(images: torch.Tensor, settings: dict[str, Any]) -> None:
+    """Never write a silently wrong image: NaN or infinite pixels stop the run with one line."""
+    if not torch.isfinite(images).all():
+        raise UsageError(
+            f"the generated images contain NaN or infinite values (guidance={settings['guidance']}, "
+            f"steps={settings['steps']}); try a smaller guidance or the model's own dtype"
+        )
+
+
 def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
     height = settings["height"] or runner.default_size[0]
     width = settings["width"] or runner.default_size[1]
@@ -183,6 +195,10 @@ def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
             raise UsageError(f"{name} must be at most {largest} for this model (its position embedding); got {value}")
         if value % multiple:
             raise UsageError(f"{name} must be a multiple of {multiple} (patch size x latent scale); got {value}")
+    tokens = (height // multiple) * (width // multiple)
+    if tokens > MAX_TOKENS:
+        raise UsageError(f"height x width is {height}x{width}: {tokens} tokens; at most {MAX_TOKENS} "
+                         f"({int(MAX_TOKENS ** 0.5) * multiple}x{int(MAX_TOKENS ** 0.5) * multiple} for this model)")  # fmt: skip
     return height, width
 
 
@@ -232,6 +248,11 @@ def _hydra_entry() -> None:
         except KeyboardInterrupt:
             print("error: interrupted; nothing was written past the last finished file", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - no bare traceback from the CLI, whatever went wrong
+            if os.environ.get("RASFW_DEBUG"):
+                raise
+            print(f"error: {type(exc).__name__}: {_first_line(exc)} (RASFW_DEBUG=1 shows the traceback)", file=sys.stderr)
+            sys.exit(EXIT_FAILURE)
         keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
         print(f"summary: {json.dumps(shown)}")

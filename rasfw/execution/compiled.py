@@ -31,6 +31,14 @@ class CompiledExecution(Executor):
         super().__init__()
         if not isinstance(backend, str) or not backend:
             raise ValueError(f"execution.backend must be a torch.compile backend name; got {backend!r}")
+        if mode is not None:
+            from torch._inductor import list_mode_options
+
+            modes = list(list_mode_options())
+            if mode not in modes:
+                raise ValueError(f"execution.mode must be null or one of {', '.join(modes)}; got {mode!r}")
+            if backend != "inductor":
+                raise ValueError(f"execution.mode applies to the inductor backend only; got backend {backend!r}")
         if not isinstance(recompile_limit, int) or recompile_limit < 1:
             raise ValueError(f"execution.recompile_limit must be an integer >= 1; got {recompile_limit!r}")
         self.backend, self.mode, self.recompile_limit = backend, mode, recompile_limit

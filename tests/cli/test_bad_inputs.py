@@ -7,6 +7,8 @@ the overrides and a fragment the error line must contain (the setting's name, an
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from rasfw.cli import main
 
@@ -117,6 +119,11 @@ CASES = [
     ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
     ("model._target_=shutil.rmtree", "model._target_: 'shutil.rmtree' is not a registered runner class"),
     ("+model.foo=1", "model: "),
+    ("model=flux_tiny height=1000000 width=1000000", "tokens; at most 65536"),
+    ("model=lumina_next_tiny height=100000", "tokens; at most 65536"),
+    ("guidance=1e308", "the generated images contain NaN or infinite values"),
+    ("execution=compile execution.mode=bogus", "execution.mode must be null or one of default"),
+    ("execution=compile execution.backend=aot_eager execution.mode=default", "execution.mode applies to the inductor"),
     # hydra
     ("hydra.run.dir=/proc/x", "hydra.run.dir: cannot write to '/proc/x'"),
     ("+hydra.callbacks.x._target_=os.system", "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
@@ -138,3 +145,41 @@ def test_bad_input(override, fragment, tmp_path, capsys):
 
 def test_the_table_is_large():
     assert len(CASES) >= 80
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"),
+    [
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+        (RuntimeError("disk on fire\nsecond line"), 1, "error: RuntimeError: disk on fire (RASFW_DEBUG=1 shows the traceback)"),
+    ],
+)
+def test_an_interrupted_or_failing_run_is_one_line(raised, code, message, tmp_path, capsys, monkeypatch):
+    def run(cfg, output_dir):
+        raise raised
+
+    monkeypatch.setattr("rasfw.cli.run", run)
+    with pytest.raises(SystemExit) as info:
+        main([*QUIET, f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == code and err.startswith(message) and "\n" not in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+NUMERIC = {  # setting: (is it valid?, the fragment its error names)
+    "ratio.value": (lambda v: 0 < v <= 1, "ratio.value must be"),
+    "starvation.k": (lambda v: 0 <= v <= 100, "starvation.k must be"),
+    "sampler.high_ratio": (lambda v: 0 <= v <= 1, "sampler.high_ratio must be"),
+    "guidance": (lambda v: v >= 0, "guidance must be"),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(setting=st.sampled_from(sorted(NUMERIC)), value=st.floats(allow_nan=True, allow_infinity=True, width=32))
+def test_any_out_of_range_number_is_refused_by_name(setting, value, tmp_path, capsys):
+    valid, fragment = NUMERIC[setting]
+    assume(not valid(value) or value != value)  # out of range, or NaN
+    with pytest.raises(SystemExit) as info:
+        main([*QUIET, f"{setting}={value}", f"hydra.run.dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith(f"error: {fragment}") and "\n" not in err, err
