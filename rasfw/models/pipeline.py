@@ -184,12 +184,30 @@ def load_pipeline(weights: str | None = None, device: str = "cpu", dtype: str = 
     if not path.is_file():
         pipe = build_pipeline()
     else:
-        with safe_open(str(path), framework="pt") as f:
-            config = json.loads(f.metadata()["config"])
-        pipe = build_pipeline(config)
-        state = load_file(str(path))
-        for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
-            prefix = name + "."
-            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-        pipe.weights_source = str(path)
+        pipe = _load_weights(path)
     return pipe.to(device=device, dtype=_DTYPES[dtype])
+
+
+def _load_weights(path: Path) -> MiniPipeline:
+    """The pipeline saved at `path` by `save_pipeline`; any other file is a one-line `ValueError`."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"model.weights: {path} is not a safetensors file ({_first_line(exc)})") from exc
+    if "config" not in metadata:
+        raise ValueError(f"model.weights: {path} is not an embedded-model file (no 'config' in its metadata)")
+    pipe = build_pipeline(json.loads(metadata["config"]))
+    state = load_file(str(path))
+    for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
+        prefix = name + "."
+        try:
+            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        except RuntimeError as exc:
+            raise ValueError(f"model.weights: {path} does not fit the model's {name} ({_first_line(exc)})") from exc
+    pipe.weights_source = str(path)
+    return pipe
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

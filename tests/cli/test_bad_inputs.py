@@ -7,8 +7,10 @@ the overrides and a fragment the error line must contain (the setting's name, an
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import save_file
 
 from rasfw.cli import main
 
@@ -112,6 +114,8 @@ CASES = [
     ("foo=1", "foo: unknown setting"),
     # model
     ("model=nope", "model: unknown option 'nope'"),
+    ("model.weights=TEXT_FILE", "model.weights: TEXT_FILE is not a safetensors file"),
+    ("model.weights=FOREIGN_FILE", "model.weights: FOREIGN_FILE is not an embedded-model file"),
     ("model.weights=/no/such/file.safetensors", "model.weights: no such file: /no/such/file.safetensors"),
     ("model.device=gpu0", "model: cannot build rasfw.runners.MiniRunner: RuntimeError: Invalid device string: 'gpu0'"),
     ("model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
@@ -133,6 +137,11 @@ CASES = [
 @pytest.mark.parametrize(("override", "fragment"), CASES, ids=[case[0] for case in CASES])
 def test_bad_input(override, fragment, tmp_path, capsys):
     out = tmp_path / "out"
+    text, foreign = tmp_path / "text.safetensors", tmp_path / "foreign.safetensors"
+    text.write_text("not weights")
+    save_file({"foo": torch.zeros(3)}, str(foreign))
+    override = override.replace("TEXT_FILE", str(text)).replace("FOREIGN_FILE", str(foreign))
+    fragment = fragment.replace("TEXT_FILE", str(text)).replace("FOREIGN_FILE", str(foreign))
     with pytest.raises(SystemExit) as info:
         main([*QUIET, *override.split(), *([] if "hydra.run.dir" in override else [f"hydra.run.dir={out}"])])
     captured = capsys.readouterr()

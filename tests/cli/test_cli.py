@@ -147,3 +147,12 @@ def test_a_valid_sweep_runs_every_job(tmp_path):
     summaries = sorted(tmp_path.glob("*/summary.json"))
     assert len(summaries) == 2
     assert [json.loads(p.read_text())["active_tokens_per_step"][2] for p in summaries] == [64, 128]
+
+
+def test_summary_says_which_backend_ran_and_notes_unscored_prompts(tmp_path, capsys):
+    main([*SMALL, *QUIET, "backend=triton", "compare_dense=false", "prompts=[a cat on a mat,a small red circle at the top left]",
+          f"hydra.run.dir={tmp_path}"])  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["backend"] == "torch" and summary["backend_note"].startswith("triton requested: ")
+    assert summary["evaluated_images"] == 1
+    assert "note: 1 of 2 prompts are not in the model's prompt grammar" in capsys.readouterr().out
