@@ -92,7 +92,7 @@ def apply_ras(
     state = RegionState(keep_buffers=executor.keeps_buffers)
     adapter.install(transformer, state, backend)
     hooked = attach_hook(transformer, TransformerHook(sampler, adapter, state, executor))
-    transformer._diffusers_hook.invalidate_child_registries_cache()  # diffusers caches which submodules have hooks
+    _invalidate(transformer)
     saved = {name: vars(scheduler).get(name, _MISSING) for name in ("set_timesteps", "step")}
     _wrap_scheduler(scheduler, sampler, adapter, state)
     object.__setattr__(pipe, _ATTR, _Attachment(transformer, scheduler, sampler, adapter, backend, state, executor, saved, hooked))
@@ -140,8 +140,7 @@ def remove_ras(pipe: Any) -> None:
     transformer, scheduler = attachment.transformer, attachment.scheduler
     detach_hook(attachment.hooked)
     attachment.adapter.remove(transformer)
-    if hasattr(transformer, "_diffusers_hook"):
-        transformer._diffusers_hook.invalidate_child_registries_cache()
+    _invalidate(transformer)
     for name, value in attachment.scheduler_attrs.items():
         if value is _MISSING:
             vars(scheduler).pop(name, None)  # the class method shows through again
@@ -150,6 +149,14 @@ def remove_ras(pipe: Any) -> None:
     attachment.executor.release()
     attachment.state.free()
     object.__delattr__(pipe, _ATTR)
+
+
+def _invalidate(transformer: torch.nn.Module) -> None:
+    """Newer diffusers cache which submodules carry hooks (for `cache_context`); tell them ours changed."""
+    registry = getattr(transformer, "_diffusers_hook", None)
+    invalidate = getattr(registry, "invalidate_child_registries_cache", None)
+    if invalidate is not None:
+        invalidate()
 
 
 def ras_state(pipe: Any) -> RegionState:

@@ -74,14 +74,23 @@ class _NoState(BaseState):
 
 
 class _ContextName(StateManager):
-    """Receives the pipeline's `transformer.cache_context(name)`; `name` is the context of the call in progress."""
+    """Receives the pipeline's `transformer.cache_context(name)`; `name` is the context of the call in progress.
+
+    diffusers hands a `CacheContext` (newer releases) or the bare name (older ones) to `set_context`;
+    both are read here, so nothing depends on diffusers' private attributes.
+    """
 
     def __init__(self) -> None:
         super().__init__(_NoState)
+        self._name: str | None = None
+
+    def set_context(self, context: Any) -> None:
+        super().set_context(context)
+        self._name = getattr(context, "name", context)
 
     @property
     def name(self) -> str:
-        return self._context.name if self._context is not None else DEFAULT_CONTEXT
+        return self._name if self._name is not None else DEFAULT_CONTEXT
 
 
 class TransformerHook(ModelHook):
