@@ -153,6 +153,11 @@ def test_summary_says_which_backend_ran_and_notes_unscored_prompts(tmp_path, cap
     main([*SMALL, *QUIET, "backend=triton", "compare_dense=false", "prompts=[a cat on a mat,a small red circle at the top left]",
           f"hydra.run.dir={tmp_path}"])  # fmt: skip
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["backend"] == "torch" and summary["backend_note"].startswith("triton requested: ")
+    # On a CPU the Triton kernels run only under Triton's interpreter (set up by the kernel tests when they
+    # run first in this process); otherwise the torch reference runs, and the summary says so and why.
+    if summary["backend"] == "triton":
+        assert summary["backend_note"] is None
+    else:
+        assert summary["backend"] == "torch" and summary["backend_note"].startswith("triton requested: ")
     assert summary["evaluated_images"] == 1
     assert "note: 1 of 2 prompts are not in the model's prompt grammar" in capsys.readouterr().out
