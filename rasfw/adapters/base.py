@@ -117,7 +117,13 @@ class TransformerHook(ModelHook):
                     "wrap each call of a step in its own transformer.cache_context(name) (e.g. cond / uncond)"
                 )
             state.calls[plan.context] = state.step
-            self.adapter.prepare(module, plan, args, kwargs)
+            if plan.capture:  # buffers are sized at the dense call that fills them; RAS calls reuse them
+                self.adapter.prepare(module, plan, args, kwargs)
+            elif plan.caches.output is None:
+                raise RuntimeError(
+                    f"cache context '{plan.context}' was first called at RAS step {state.step}; its caches are filled "
+                    "at the dense step before, so every context must be called at every step"
+                )
         return args, kwargs
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:

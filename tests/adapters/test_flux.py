@@ -107,3 +107,23 @@ def test_img_ids_that_are_not_one_grid_are_refused():
 def test_grid_before_any_transformer_call_explains():
     with pytest.raises(ValueError, match="no transformer call with 6 image tokens"):
         FluxAdapter().grid(torch.zeros(1, 6, 16))
+
+
+def test_a_context_first_called_at_a_ras_step_is_an_error():
+    """Its caches were never filled, so a RAS call would attend to nothing real: refused, not silently wrong."""
+    loop = FluxLoop(tiny_flux_transformer())
+    apply_ras(loop, ras())
+    transformer, seen = loop.transformer, {"calls": 0}
+
+    def late_uncond(**inputs):
+        seen["calls"] += 1
+        with transformer.cache_context("cond"):
+            out = transformer(**inputs)
+        if seen["calls"] > 3:  # "uncond" joins only from step 3, a RAS step
+            with transformer.cache_context("uncond"):
+                transformer(**inputs)
+        return out
+
+    loop.transformer = late_uncond
+    with pytest.raises(RuntimeError, match="cache context 'uncond' was first called at RAS step 3"):
+        loop(batch=1, height=8, width=8, steps=6)
