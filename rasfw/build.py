@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw.registry import REGISTRY
+from rasfw.strategies._checks import first_line
 
 _INSTANTIATION_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
@@ -45,9 +46,9 @@ def build(node: DictConfig | dict[str, Any], kind: str, setting: str, **kwargs: 
     except (ValueError, FileNotFoundError):
         raise  # their messages already name the setting
     except TypeError as exc:
-        raise ValueError(f"{setting}: {_first_line(exc)}") from exc
+        raise ValueError(f"{setting}: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - whatever a constructor raises becomes one line naming the setting
-        raise ValueError(f"{setting}: cannot build {target}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ValueError(f"{setting}: cannot build {target}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def plain(node: DictConfig | dict[str, Any], setting: str) -> dict[str, Any]:
@@ -70,6 +71,3 @@ def reject_nested_targets(value: Any, path: str) -> None:
         for i, item in enumerate(value):
             reject_nested_targets(item, f"{path}[{i}]")
 
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -22,7 +22,7 @@ from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import RegionAdaptiveSampler
-from rasfw.strategies._checks import integer, number
+from rasfw.strategies._checks import first_line, integer, number
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # not a usage error: something failed while running
@@ -251,7 +251,7 @@ def _hydra_entry() -> None:
         except Exception as exc:  # noqa: BLE001 - no bare traceback from the CLI, whatever went wrong
             if os.environ.get("RASFW_DEBUG"):
                 raise
-            print(f"error: {type(exc).__name__}: {_first_line(exc)} (RASFW_DEBUG=1 shows the traceback)", file=sys.stderr)
+            print(f"error: {type(exc).__name__}: {first_line(exc)} (RASFW_DEBUG=1 shows the traceback)", file=sys.stderr)
             sys.exit(EXIT_FAILURE)
         keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         search_paths = REGISTRY.load_plugins()
     except Exception as exc:  # a broken plugin must not hide behind a traceback
-        _fail(UsageError(f"plugin failed to load: {_first_line(exc)}"))
+        _fail(UsageError(f"plugin failed to load: {first_line(exc)}"))
     overrides, help_only = _overrides(args)
     if search_paths:
         _add_search_paths(args, overrides, search_paths)
@@ -375,13 +375,13 @@ def _precheck(overrides: list[str]) -> None:
         missing = (exc.missing_cfg_file or "").split("/")
         if exc.options is not None and len(missing) == 2:
             _fail(UsageError(f"{missing[0]}: unknown option '{missing[1]}'; available: {', '.join(exc.options)}"))
-        _fail(UsageError(_first_line(exc)))
+        _fail(UsageError(first_line(exc)))
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ or exc
         key = getattr(cause, "full_key", None)
         if key:
-            _fail(UsageError(f"{key}: unknown setting ({_first_line(cause)}); check the spelling"))
-        _fail(UsageError(_first_line(exc)))
+            _fail(UsageError(f"{key}: unknown setting ({first_line(cause)}); check the spelling"))
+        _fail(UsageError(first_line(exc)))
     callbacks = cfg.hydra.get("callbacks") or {}
     for name in callbacks:
         _fail(UsageError(f"hydra.callbacks.{name}: Hydra callbacks are not allowed in rasfw configs (they run code)"))
@@ -404,10 +404,8 @@ def _check_sweep(kept: list[str], sweeps: list) -> None:
                 cfg = compose("config", overrides=[*kept, *job])
                 settings = check_settings(cfg)
                 build_sampler(cfg).reset.validate(settings["steps"])
-            except (ValueError, TypeError) as exc:
-                _fail(UsageError(f"{_first_line(exc)} (in the sweep job {' '.join(job)})"))
-            except Exception as exc:  # noqa: BLE001 - composition errors of one job: one line as well
-                _fail(UsageError(f"{_first_line(exc)} (in the sweep job {' '.join(job)})"))
+            except Exception as exc:  # noqa: BLE001 - a bad setting or a composition error: one line either way
+                _fail(UsageError(f"{first_line(exc)} (in the sweep job {' '.join(job)})"))
 
 
 def _check_writable(setting: str, folder: str) -> None:
@@ -421,12 +419,9 @@ def _check_writable(setting: str, folder: str) -> None:
         _fail(UsageError(f"{setting}: cannot write to '{folder}': {exc.strerror or type(exc).__name__}"))
 
 
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-
 
 def _fail(exc: BaseException) -> None:
     if os.environ.get("RASFW_DEBUG"):
         raise exc
-    print(f"error: {_first_line(exc)}", file=sys.stderr)
+    print(f"error: {first_line(exc)}", file=sys.stderr)
     sys.exit(EXIT_USAGE)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from rasfw.models.text import TextEncoder
+from rasfw.strategies._checks import first_line
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -194,7 +195,7 @@ def _load_weights(path: Path) -> MiniPipeline:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise ValueError(f"model.weights: {path} is not a safetensors file ({_first_line(exc)})") from exc
+        raise ValueError(f"model.weights: {path} is not a safetensors file ({first_line(exc)})") from exc
     if "config" not in metadata:
         raise ValueError(f"model.weights: {path} is not an embedded-model file (no 'config' in its metadata)")
     pipe = build_pipeline(json.loads(metadata["config"]))
@@ -204,10 +205,7 @@ def _load_weights(path: Path) -> MiniPipeline:
         try:
             module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         except RuntimeError as exc:
-            raise ValueError(f"model.weights: {path} does not fit the model's {name} ({_first_line(exc)})") from exc
+            raise ValueError(f"model.weights: {path} does not fit the model's {name} ({first_line(exc)})") from exc
     pipe.weights_source = str(path)
     return pipe
 
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -22,3 +22,8 @@ def integer(setting: str, value: object, allowed: str, ok) -> int:
     if not ok(value):
         raise ValueError(f"{setting} must be in {allowed}; got {value!r}")
     return int(value)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if it has none)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
