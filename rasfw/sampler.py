@@ -16,6 +16,8 @@ from rasfw.strategies.resets import FixedReset, NoReset
 from rasfw.strategies.starvation import ExpStarvation
 
 _BACKENDS = ("torch", "triton", "auto")
+COUNTS = ("exact", "reference")
+"""`sampler.count` choices: how the cached tokens split between the top and the bottom of the ranking."""
 KV_DTYPES = {"model": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float8_e4m3fn": torch.float8_e4m3fn}
 """`sampler.kv_dtype` choices: the dtype image keys/values are stored in ("model": the model's own)."""
 
@@ -39,6 +41,9 @@ class RegionAdaptiveSampler:
             "bfloat16", "float16" or "float8_e4m3fn"; attention reads them back in the model's dtype.
         backend: token-operation backend, "torch", "triton" or "auto".
         seed: seed of the per-generation random generator (used by `metric=random`).
+        count: "exact" caches exactly the planned number of tokens; "reference" floors both shares,
+            `floor(skip * h)` from the top and `floor(skip * (1 - h))` from the bottom, as the reference
+            implementation does (it can cache one token fewer than planned).
 
     Example:
         >>> from rasfw import RegionAdaptiveSampler, apply_ras
@@ -57,6 +62,7 @@ class RegionAdaptiveSampler:
         backend: str = "torch",
         seed: int = 0,
         kv_dtype: str = "model",
+        count: str = "exact",
     ) -> None:
         self.metric = metric if metric is not None else StdNoise()
         self.ratio = ratio if ratio is not None else ConstantRatio()
@@ -73,12 +79,31 @@ class RegionAdaptiveSampler:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
         self.backend = backend
+        if count not in COUNTS:
+            raise ValueError(f"sampler.count must be one of {', '.join(COUNTS)}; got {count!r}")
+        self.count = count
         self.seed = integer("seed", seed, f"[{-(2**63)}, {2**64 - 1}]", lambda v: -(2**63) <= v < 2**64)
 
     # -- planning -------------------------------------------------------------------------------
 
     def skip_count(self, step: int, num_steps: int, num_tokens: int) -> int:
-        """Tokens cached at `step`: `int((1 - r) * N)`, 0 at step 0 and at forced dense steps."""
+        """Tokens cached at `step`: the planned count, or with `count="reference"` the sum of its floored
+        shares (see `shares`)."""
+        return sum(self.shares(self.planned_skip(step, num_steps, num_tokens)))
+
+    def shares(self, skip: int) -> tuple[int, int]:
+        """`(high, low)`: of `skip` planned cached tokens, how many come from the top and the bottom of the
+        ranking. `high = floor(skip * h)`; `low` is the rest (exact) or `floor(skip * (1 - h))` (reference).
+
+        The same `skip` gives every image the same shares, so the images of a batch keep one active count.
+        """
+        high = int(math.floor(skip * self.high_ratio))
+        if self.count == "reference":  # fidelity to the reference implementation: both shares floored
+            return high, int(math.floor(skip * (1.0 - self.high_ratio)))
+        return high, skip - high
+
+    def planned_skip(self, step: int, num_steps: int, num_tokens: int) -> int:
+        """Tokens the schedule asks to cache at `step`: `int((1 - r) * N)`, 0 at step 0 and at forced dense steps."""
         if step == 0 or self.reset.is_dense(step, num_steps):
             return 0
         r = self.ratio.ratio(step, num_steps, num_tokens)
@@ -139,21 +164,21 @@ class RegionAdaptiveSampler:
             tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
             score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
             score = self.starvation.adjust(score, state.drop_count)
-            selected = self.select(score, state.skips[i + 1])  # (B, a)
+            selected = self.select(score, self.planned_skip(i + 1, state.num_steps, n))  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
             state.drop_count += 1.0
             state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
 
     def select(self, score: torch.Tensor, skip: int) -> torch.Tensor:
-        """Active tokens given `(B, N)` scores and `skip` tokens to cache, sorted, `(B, N - skip)`.
+        """Active tokens given `(B, N)` scores and `skip` planned tokens to cache, sorted, `(B, a)`.
 
-        Of the `skip` cached tokens, `floor(skip * h)` are the highest-scoring and the rest the
-        lowest-scoring. The reference implementation floors both shares, which can cache one token
-        fewer than asked; here the count is exact so every image has the same number of active tokens.
+        Of the cached tokens, `floor(skip * h)` are the highest-scoring and the rest the lowest-scoring
+        (`shares`): `a = N - skip` with `count="exact"` (the default); the reference implementation floors
+        both shares, which can cache one token fewer (`count="reference"`). All images share `skip`, so
+        they share `a`: the `(B, a)` index buffer stays rectangular.
         """
         n = score.shape[1]
-        high = int(math.floor(skip * self.high_ratio))
-        low = skip - high
+        high, low = self.shares(skip)
         order = torch.sort(score, dim=1, stable=True).indices  # (B, N) ascending
         return torch.sort(order[:, low : n - high], dim=1).values  # (B, a)
 

@@ -82,3 +82,48 @@ def test_planning_marks_dense_steps_and_captures_before_each_ras_step(steps, row
         state.step += 1
     assert state.update_count.shape == (batch, grid.num_tokens)
     assert int(state.update_count.sum()) == batch * sum(state.active_tokens_per_step)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    n=st.integers(2, 300),
+    skip_share=st.floats(0, 0.999),
+    high=st.floats(0, 1),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_reference_count_floors_both_shares_and_keeps_one_count_per_batch(batch, n, skip_share, high, seed):
+    skip = min(int(skip_share * n), n - 1)
+    sampler = RegionAdaptiveSampler(high_ratio=high, count="reference")
+    score = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).float().expand(batch, n)  # distinct
+    active = sampler.select(score, skip)
+    top, bottom = math.floor(skip * high), math.floor(skip * (1 - high))
+    assert active.shape == (batch, n - top - bottom)  # every image the same count: the (B, a) buffer holds
+    assert n - skip <= active.shape[1] <= n - skip + 1  # at most one token fewer cached than planned
+    cached = sorted(int(score[0, i]) for i in set(range(n)) - set(active[0].tolist()))  # their ranks
+    assert cached == list(range(bottom)) + list(range(n - top, n))
+
+
+def test_reference_count_caches_one_token_fewer_where_the_floors_lose_one():
+    score = torch.arange(10.0)[None]
+    exact, reference = RegionAdaptiveSampler(high_ratio=0.3), RegionAdaptiveSampler(high_ratio=0.3, count="reference")
+    assert exact.select(score, 5).shape == (1, 5)  # 1 from the top + 4 from the bottom
+    assert reference.select(score, 5).shape == (1, 6)  # floor(1.5) + floor(3.5) = 4
+    assert reference.skip_count(5, 28, 10) == sum(reference.shares(exact.planned_skip(5, 28, 10)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.integers(2, 20), rows=st.integers(1, 6), cols=st.integers(1, 6), high=st.floats(0, 1))
+def test_reference_count_plans_what_it_selects(steps, rows, cols, high):
+    grid = TokenGrid(rows, cols, 2, 4)
+    sampler = RegionAdaptiveSampler(ratio=ConstantRatio(0.5, 1), reset=NoReset(), high_ratio=high, count="reference")
+    state = RegionState()
+    sampler.begin(state, steps)
+    output = torch.randn(2, 4, rows * 2, cols * 2)
+    for _ in range(steps):
+        plan = sampler.prepare_forward(state, 4, grid)
+        if not plan.dense:
+            assert plan.index.shape == (4, grid.num_tokens - state.skips[state.step])
+        sampler.observe(state, output, grid)
+        state.step += 1
+    assert int(state.update_count.sum()) == 2 * sum(state.active_tokens_per_step)
