@@ -18,13 +18,14 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
-KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner")
+KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner", "cache")
 # Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
 LAZY_BUILTINS = {
     "adapter": "rasfw.adapters",
     "execution": "rasfw.execution",
     "sampler": "rasfw.sampler",
     "runner": "rasfw.runners_diffusers",
+    "cache": "rasfw.caches",
 }
 
 T = TypeVar("T")
@@ -134,6 +135,7 @@ _INTERFACES = {
     "execution": "rasfw.execution.base:Executor",
     "sampler": "rasfw.sampler:RegionAdaptiveSampler",
     "runner": "rasfw.runners:PipelineRunner",
+    "cache": "rasfw.caches:StepCache",
 }
 
 

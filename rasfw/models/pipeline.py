@@ -8,12 +8,14 @@ sampling loop has the standard diffusers shape, so hooks on the transformer's su
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers.models.cache_utils import CacheMixin
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -50,6 +52,12 @@ DEFAULT_CONFIG: dict = {
     "text_encoder": {"dim": 64, "pooled_dim": 64, "max_length": 8, "layers": 1, "heads": 4},
     "scheduler": {"num_train_timesteps": 1000, "shift": 1.0},
 }
+
+
+class MiniTransformer(SD3Transformer2DModel, CacheMixin):
+    """diffusers' `SD3Transformer2DModel` with diffusers' `CacheMixin` (`enable_cache`, `cache_context`),
+    as diffusers' cache-capable transformers have: step caches (`cache=first_block`, ...) attach to it."""
+
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -121,13 +129,14 @@ class MiniPipeline:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
         for t in tqdm(self.scheduler.timesteps, disable=not progress):
             x = torch.cat([latents] * 2) if guidance else latents
-            out = self.transformer(
-                hidden_states=x,
-                encoder_hidden_states=ctx,
-                pooled_projections=pooled,
-                timestep=t.expand(x.shape[0]),
-                return_dict=False,
-            )[0]
+            with _cache_context(self.transformer, "cond_uncond" if guidance else "cond"):  # one call, both halves
+                out = self.transformer(
+                    hidden_states=x,
+                    encoder_hidden_states=ctx,
+                    pooled_projections=pooled,
+                    timestep=t.expand(x.shape[0]),
+                    return_dict=False,
+                )[0]
             if guidance:
                 u, c = out.chunk(2)
                 out = u + guidance_scale * (c - u)
@@ -135,12 +144,18 @@ class MiniPipeline:
         return ((latents.float() + 1) / 2).clamp(0, 1)
 
 
+def _cache_context(transformer: torch.nn.Module, name: str) -> contextlib.AbstractContextManager:
+    """`transformer.cache_context(name)` as diffusers pipelines open it; nothing for a transformer without one."""
+    opener = getattr(transformer, "cache_context", None)
+    return opener(name) if opener is not None else contextlib.nullcontext()
+
+
 def build_pipeline(config: dict | None = None, seed: int = 0) -> MiniPipeline:
     """A pipeline with freshly initialised weights (deterministic from ``seed``)."""
     config = copy.deepcopy(DEFAULT_CONFIG if config is None else config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = SD3Transformer2DModel(**config["transformer"])
+        transformer = MiniTransformer(**config["transformer"])
         text_encoder = TextEncoder(**config["text_encoder"])
     scheduler = FlowMatchEulerDiscreteScheduler(**config["scheduler"])
     transformer.eval()

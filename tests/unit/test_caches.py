@@ -1,0 +1,114 @@
+"""diffusers' step caches on the embedded pipeline: applied through diffusers' own hooks, removed exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rasfw import apply_ras, remove_ras
+from rasfw.build import build
+from rasfw.caches import FirstBlockCache, TaylorSeerCache
+from rasfw.flops import count_flops
+from rasfw.models import load_pipeline
+from rasfw.sampler import DenseSampler
+
+PROMPTS = ["a small red circle at the top left", "a large blue square at the center"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline()
+
+
+def sample(pipe, steps=12):
+    return count_flops(lambda: pipe(PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), progress=False))
+
+
+def hooks(pipe):
+    return sorted((name, hook) for name, m in pipe.transformer.named_modules()
+                  for hook in getattr(getattr(m, "_diffusers_hook", None), "hooks", {}))  # fmt: skip
+
+
+@pytest.mark.parametrize("cache", [FirstBlockCache(threshold=0.5), TaylorSeerCache(cache_interval=3, disable_cache_before_step=2)])
+def test_a_step_cache_saves_flops_and_its_removal_restores_the_pipeline(pipe, cache):
+    dense, dense_flops = sample(pipe)
+    before = hooks(pipe)
+    cache.apply(pipe.transformer)
+    try:
+        assert hooks(pipe) != before  # diffusers' hooks are on the blocks
+        cached, flops = sample(pipe)
+    finally:
+        cache.remove(pipe.transformer)
+    assert hooks(pipe) == before
+    assert flops < dense_flops and not torch.equal(cached, dense)
+    assert torch.equal(sample(pipe)[0], dense)
+
+
+def test_a_step_cache_runs_beside_the_dense_sampler_hooks(pipe):
+    """`sampler=dense cache=...`: the RAS hooks (dense) and diffusers' cache hooks on one transformer."""
+    cache = FirstBlockCache(threshold=0.5)
+    alone = None
+    cache.apply(pipe.transformer)
+    try:
+        alone = sample(pipe)[0]
+        apply_ras(pipe, DenseSampler())
+        try:
+            both = sample(pipe)[0]
+        finally:
+            remove_ras(pipe)
+    finally:
+        cache.remove(pipe.transformer)
+    assert torch.equal(alone, both)
+
+
+def test_the_pipeline_opens_the_cache_context_diffusers_hooks_need(pipe):
+    """diffusers' own `apply_first_block_cache` on blocks of the embedded transformer: no "No cache context is set"."""
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    view = torch.nn.Module()
+    view.transformer_blocks = torch.nn.ModuleList(list(pipe.transformer.transformer_blocks)[:-1])
+    cache = FirstBlockCache(threshold=0.5)
+    before = hooks(pipe)
+    apply_first_block_cache(view, FirstBlockCacheConfig(threshold=0.5))
+    try:
+        sample(pipe, steps=4)
+    finally:
+        cache._added = sorted(set(hooks(pipe)) - set(before))
+        cache.remove(pipe.transformer)
+    assert hooks(pipe) == before
+
+
+def test_applying_twice_is_an_error(pipe):
+    cache = TaylorSeerCache()
+    cache.apply(pipe.transformer)
+    try:
+        with pytest.raises(ValueError, match="cache=taylorseer is already applied"):
+            cache.apply(pipe.transformer)
+    finally:
+        cache.remove(pipe.transformer)
+
+
+def test_a_cache_missing_from_the_installed_diffusers_is_one_line(pipe, monkeypatch):
+    import diffusers.hooks
+
+    monkeypatch.delattr(diffusers.hooks, "TaylorSeerCacheConfig")
+    with pytest.raises(ValueError, match=r"^cache=taylorseer: the installed diffusers [\d.]+\S* has no TaylorSeerCacheConfig"):
+        TaylorSeerCache().apply(pipe.transformer)
+
+
+def test_first_block_cache_needs_three_blocks():
+    from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline
+
+    config = {**DEFAULT_CONFIG, "transformer": {**DEFAULT_CONFIG["transformer"], "num_layers": 2}}
+    with pytest.raises(ValueError, match="cache=first_block needs at least 3 transformer blocks"):
+        FirstBlockCache().apply(build_pipeline(config).transformer)
+
+
+def test_cache_configs_build_with_diffusers_parameter_names():
+    cache = build({"_target_": "rasfw.caches.TaylorSeerCache", "cache_interval": 4, "max_order": 2}, "cache", "cache")
+    assert cache.params()["cache_interval"] == 4 and cache.params()["max_order"] == 2
+    assert build({"_target_": "rasfw.caches.NoCache"}, "cache", "cache").params() == {}
+    from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+    for cls, config in ((FirstBlockCache, FirstBlockCacheConfig), (TaylorSeerCache, TaylorSeerCacheConfig)):
+        assert set(cls().params()) <= set(config.__dataclass_fields__)  # named as diffusers names them
