@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
-KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner", "cache")
+KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner", "cache", "callback")
 # Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
 LAZY_BUILTINS = {
     "adapter": "rasfw.adapters",
@@ -26,6 +26,7 @@ LAZY_BUILTINS = {
     "sampler": "rasfw.sampler",
     "runner": "rasfw.runners_diffusers",
     "cache": "rasfw.caches",
+    "callback": "rasfw.report",
 }
 
 T = TypeVar("T")
@@ -136,6 +137,7 @@ _INTERFACES = {
     "sampler": "rasfw.sampler:RegionAdaptiveSampler",
     "runner": "rasfw.runners:PipelineRunner",
     "cache": "rasfw.caches:StepCache",
+    "callback": "hydra.experimental.callback:Callback",
 }
 
 

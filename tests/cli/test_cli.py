@@ -128,7 +128,7 @@ def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
         (["-m", "metric=foo"], "metric: unknown option 'foo'; available: "),
         (["--cfg", "job", "foo=1"], "foo: unknown setting"),
         (["-m", "ratio.value=0.25,0.5", "ratio.valu=1"], "ratio.valu: unknown setting"),
-        (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
+        (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_: 'os.system' is not a registered callback class"),
         (["-m", "ratio.value=0.25,1.5", "reset=fixed,none"],
          "ratio.value must be in (0, 1]; got 1.5 (in the sweep job ratio.value=1.5 reset=fixed)"),  # fmt: skip
     ],

@@ -121,6 +121,16 @@ def test_hydra_callbacks_in_a_shared_yaml_are_refused(files, capsys):
         main([f"hydra.searchpath=[file://{files['dir'] / 'shared'}]", "+experiment=callback", *QUIET])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "error: hydra.callbacks.evil: Hydra callbacks are not allowed in rasfw configs (they run code)"
+        "error: hydra.callbacks.evil._target_: 'pathlib.Path.touch' is not a registered callback class; registered: "
+        "rasfw.report.ResultsCallback (Hydra callbacks run code: only registered callback classes are allowed)"
     )
     assert untouched(files)
+
+
+def test_the_registered_results_callback_is_allowed_and_runs(tmp_path):
+    """The one callback rasfw registers passes the gate, and Hydra runs it at the end of a multirun."""
+    sweep = tmp_path / "sweep"
+    main(["-m", "sampler.kv_cache=true,false", "eval.prompts=2", "steps=3", "ratio.warmup=1", "reset=none",
+          "timing.repeats=0", f"hydra.sweep.dir={sweep}", *QUIET[:3]])  # fmt: skip
+    assert (sweep / "results.csv").read_text().splitlines()[0].startswith("job,sampler.kv_cache,method")
+    assert (sweep / "pareto_flops.png").is_file() and (sweep / "ablation.png").is_file()
