@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw import viz
+from rasfw import job, viz
 from rasfw.build import build
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
-from rasfw.sampler import RegionAdaptiveSampler
+from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
 from rasfw.strategies._checks import first_line, integer, number
 
 EXIT_USAGE = 2
@@ -43,8 +43,9 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
-SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose")
-GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution")
+SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose",
+            "eval", "timing", "match_flops")  # fmt: skip
+GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution", "cache")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
@@ -61,7 +62,11 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
     prompts = OmegaConf.to_container(cfg.prompts) if OmegaConf.is_list(cfg.prompts) else cfg.prompts
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise UsageError(f"prompts must be a non-empty list of strings; got {prompts!r}")
+    extra = job.check_job_settings(cfg)
+    if extra["eval_prompt_set"] is not None:
+        prompts = extra["eval_prompt_set"]  # eval.prompts=N: the fixed prompt set replaces the prompts list
     return {
+        **extra,
         "steps": integer("steps", cfg.steps, "[1, inf)", lambda v: v >= 1),
         "guidance": number("guidance", cfg.guidance, "[0, inf)", lambda v: v >= 0),
         "height": None if cfg.height is None else integer("height", cfg.height, "[1, inf)", lambda v: v >= 1),
@@ -76,95 +81,218 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
 # -- one run --------------------------------------------------------------------------------------
 
 
-def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
-    """Generate with RAS (and dense, if `compare_dense`), write pictures and `summary.json`.
+def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Generate with the configured method and the dense baseline (if `compare_dense`), write pictures and
+    `summary.json`.
 
-    Everything is validated before the model loads. Returns the summary.
+    Everything is validated before the model loads. Returns the summary (None on ranks other than 0 of a
+    `torchrun` job: rank 0 writes it).
     """
     settings = check_settings(cfg)
     sampler = build_sampler(cfg)
     sampler.reset.validate(settings["steps"])
+    cache = build(cfg.cache, "cache", "cache")
+    is_dense = isinstance(sampler, DenseSampler)
+    if cache.config_class and not is_dense:
+        raise UsageError(
+            f"cache={cache.name} runs with sampler=dense only: diffusers' step caches keep per-token state across "
+            "steps, and RAS changes which tokens a step computes"
+        )
     runner: PipelineRunner = build(cfg.model, "runner", "model")
     height, width = _size(runner, settings)
     model_name = _choice("model", cfg.model)
-    print(f"model: {model_name} ({runner.weights})", flush=True)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with job.distributed() as (rank, world):
+        if rank == 0:
+            print(f"model: {model_name} ({runner.weights})", flush=True)
+        return _run(cfg, Path(output_dir), settings, sampler, cache, runner, (height, width), rank, world)
 
-    def generate(progress: bool) -> torch.Tensor:
-        return runner.generate(
-            settings["prompts"],
-            steps=settings["steps"],
-            guidance=settings["guidance"],
-            height=height,
-            width=width,
-            seed=settings["seed"],
-            progress=progress,
-        )
+
+def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[str, Any] | None:
+    height, width = size
+    prompts, is_dense = settings["prompts"], isinstance(sampler, DenseSampler)
+    full_steps = steps = settings["steps"]
+    settings = {**settings, "full_steps": full_steps}
+    if settings["match_flops"] and is_dense:
+        steps = _matched_steps(cfg, runner, sampler, size, settings)
+
+    def make(chunk: list[str], j: int, at_steps: int = steps, progress: bool = False) -> torch.Tensor:
+        return runner.generate(chunk, steps=at_steps, guidance=settings["guidance"], height=height, width=width,
+                               seed=settings["seed"] + j, progress=progress)  # fmt: skip
 
     execution = OmegaConf.to_container(cfg.execution)
     mode = execution.pop("name")
-    state = apply_ras(runner.pipe, sampler, execution=mode, **execution)
-    try:
-        if mode == "eager":
-            images, flops = count_flops(lambda: generate(settings["progress"]))
-        else:  # graphs run outside the FLOP counter's reach: count the same calls eagerly, after
-            images, flops = generate(settings["progress"]), None
-        updates = state.update_count.clone().cpu()  # (B, N)
+    method = _method(runner, sampler, cache, mode, execution)
+    with method as state:
+
+        def make_counted(chunk: list[str], j: int) -> tuple[torch.Tensor, torch.Tensor]:
+            images = make(chunk, j, progress=settings["progress"] and rank == 0)
+            return images, state.update_count.clone().cpu()  # (B, N)
+
+        generated = job.generate_all(prompts, settings["batch"], make_counted, rank, world, count=mode == "eager")
         active = state.active_tokens_per_step
         grid_rows, grid_cols = state.grid_shape
-        seconds = _timed(lambda: generate(False))
         backend, backend_note = ras_backend(runner.pipe).ran()
         executed = ras_execution(runner.pipe).describe()
-    finally:
-        remove_ras(runner.pipe)
+    images, updates, flops = generated.images, generated.extras, generated.flops
     _check_finite(images, settings)
-    if flops is None:
-        apply_ras(runner.pipe, sampler)
-        try:
-            flops = count_flops(lambda: generate(False))[1]
-        finally:
-            remove_ras(runner.pipe)
+    if mode != "eager":  # graphs run outside the FLOP counter's reach: count the same calls eagerly, after
+        with _method(runner, sampler, cache, "eager", {}):
+            flops = job.generate_all(prompts, settings["batch"], lambda c, j: (make(c, j), None), rank, world).flops
 
-    dense_images = dense_flops = dense_seconds = None
-    if settings["compare_dense"]:
-        dense_images, dense_flops = count_flops(lambda: generate(settings["progress"]))
-        dense_seconds = _timed(lambda: generate(False))
+    baseline = None
+    if settings["compare_dense"] and not (is_dense and steps == full_steps and not cache.config_class):
+        baseline = _baseline(cfg, runner, settings, size, lambda c, j: (make(c, j, full_steps), None), rank, world)
+    timing = _timing(settings, runner, sampler, cache, mode, execution, baseline, make, is_dense, world)
+    if rank != 0:
+        return None
+    dense_images = None if baseline is None else baseline["images"]
+    dense_flops = None if baseline is None else baseline["flops"]
 
     updates = updates.reshape(-1, grid_rows, grid_cols)
-    files = _write_pictures(out, images, dense_images, updates, settings["steps"])
+    files = _write_pictures(out, images[:SHOWN], None if dense_images is None else dense_images[:SHOWN], updates[:SHOWN], steps)
     summary = {
-        "model": model_name,
+        "model": _choice("model", cfg.model),
         "weights": runner.weights,
         "sampler": _choice("sampler", cfg.sampler),
+        "cache": cache.name,
         "backend": backend,  # what ran (a Triton request falls back to the torch reference where it cannot run)
         "backend_note": backend_note or None,
         **executed,
         "kv_dtype": sampler.kv_dtype,
-        "steps": settings["steps"],
+        "count": sampler.count,
+        "steps": steps,
+        "full_steps": full_steps,
+        "guidance": settings["guidance"],
+        "seed": settings["seed"],
         "height": height,
         "width": width,
-        "prompts": settings["prompts"],
+        "prompts": prompts if settings["eval_prompts"] is None else f"prompt_set({len(prompts)}, seed={settings['prompt_seed']})",
+        "prompt_count": len(prompts),
+        "processes": world,
         "tokens": grid_rows * grid_cols,
         "active_tokens_per_step": active,
-        "time_s": seconds,
-        "dense_time_s": dense_seconds,
-        "speedup": None if dense_seconds is None else dense_seconds / seconds,
+        **timing,
         "flops": flops,
         "dense_flops": dense_flops,
         "flops_ratio": None if dense_flops is None else flops / dense_flops,
+        "dense_baseline": None if baseline is None else baseline["origin"],
         "max_abs_diff_vs_dense": None if dense_images is None else float((images - dense_images).abs().max()),
         "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
         **files,
     }
     dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
-    summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
-    skipped = len(settings["prompts"]) - summary.get("evaluated_images", len(settings["prompts"]))
+    summary.update(runner.evaluate(prompts, images, dense_images, updates - dense_steps))
+    skipped = len(prompts) - summary.get("evaluated_images", len(prompts))
     if skipped:
-        print(f"note: {skipped} of {len(settings['prompts'])} prompts are not in the model's prompt grammar; "
+        print(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
               "its quality metrics skip them", flush=True)  # fmt: skip
+    summary["settings"] = job.resolved_settings(cfg, _choices(), GROUPS)
+    summary["overrides"] = _task_overrides()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+SHOWN = 16  # images written as pictures (the summary covers all of them)
+
+
+@contextlib.contextmanager
+def _method(runner, sampler, cache, mode: str, execution: dict) -> Iterator[Any]:
+    """The step cache and RAS (or dense sampling through the same hooks) applied; both removed after."""
+    cache.apply(runner.pipe.transformer)
+    try:
+        state = apply_ras(runner.pipe, sampler, execution=mode, **execution)
+        try:
+            yield state
+        finally:
+            remove_ras(runner.pipe)
+    finally:
+        cache.remove(runner.pipe.transformer)
+
+
+def _matched_steps(cfg, runner, sampler, size, settings) -> int:
+    """`match_flops=true` with `sampler=dense`: the step count whose dense FLOPs match RAS with this config's
+    strategies (one prompt counted each way; FLOPs scale with the batch)."""
+    ras = RegionAdaptiveSampler(**{g: build(cfg[g], g, g) for g in STRATEGY_GROUPS}, seed=settings["seed"])
+    prompt = settings["prompts"][:1]
+
+    def flops(s: RegionAdaptiveSampler | None) -> int:
+        gen = lambda: runner.generate(prompt, steps=settings["steps"], guidance=settings["guidance"], height=size[0],
+                                      width=size[1], seed=settings["seed"], progress=False)  # fmt: skip
+        if s is None:
+            return count_flops(gen)[1]
+        apply_ras(runner.pipe, s)
+        try:
+            return count_flops(gen)[1]
+        finally:
+            remove_ras(runner.pipe)
+
+    return max(1, round(settings["steps"] * flops(ras) / flops(None)))
+
+
+def _baseline(cfg, runner, settings, size, make, rank: int, world: int) -> dict[str, Any]:
+    """The dense baseline at the configured steps, from `eval.baseline_cache` if it holds it, else computed
+    (and stored there)."""
+    fields = {
+        "model": _choice("model", cfg.model), "weights": runner.weights,
+        "runner": OmegaConf.to_container(cfg.model, resolve=True), "steps": settings["steps"],
+        "guidance": settings["guidance"], "size": list(size), "seed": settings["seed"],
+        "prompts": settings["prompts"], "batch": settings["batch"],
+    }  # fmt: skip
+    key = job.baseline_key(fields)
+    folder = settings["baseline_cache"]
+    found = job.load_baseline(folder, key) if rank == 0 else None
+    if world > 1:
+        found = job._all_gather(found, world)[0]  # rank 0 decides, so every rank takes the same path
+    if found is not None:
+        return {**found, "key": key, "origin": f"cache {key}"}
+    generated = job.generate_all(settings["prompts"], settings["batch"], make, rank, world)
+    result = {"images": generated.images, "flops": generated.flops, "key": key,
+              "origin": "computed" if folder is None else f"computed, stored as {key}"}  # fmt: skip
+    if rank == 0:
+        job.store_baseline(folder, key, generated.images, {"flops": generated.flops})
+    return result
+
+
+def _timing(settings, runner, sampler, cache, mode, execution, baseline, make, is_dense, world) -> dict[str, Any]:
+    """Warm-up, then the median of `timing.repeats` runs of the first chunk, the method and dense alternating.
+
+    Dense is timed in every job, even when its images come from the baseline cache: a time measured
+    beside the method's, on the machine as it is now, is the only fair one."""
+    reason = None
+    if is_dense and not cache.config_class and baseline is None:
+        reason = "sampler=dense: this run is the baseline"
+    elif baseline is None:
+        reason = "compare_dense=false: no baseline to compare with"
+    elif world > 1:
+        reason = f"{world} processes: timing needs one process"
+    elif settings["repeats"] == 0:
+        reason = "timing.repeats=0: not timed"
+    result = {"time_s": None, "dense_time_s": None, "speedup": None, "speedup_note": reason,
+              "timing": {"warmup": settings["warmup"], "repeats": settings["repeats"], "order": "alternating",
+                         "prompts": min(settings["batch"], len(settings["prompts"]))}}  # fmt: skip
+    if reason is not None:
+        return result
+    chunk = settings["prompts"][: settings["batch"]]
+
+    def method() -> None:
+        with _method(runner, sampler, cache, mode, execution):
+            make(chunk, 0)
+
+    dense = lambda: make(chunk, 0, settings["full_steps"])  # noqa: E731
+    seconds, dense_seconds = job.time_alternating(method, dense, settings["warmup"], settings["repeats"])
+    return {**result, "time_s": seconds, "dense_time_s": dense_seconds, "speedup": dense_seconds / seconds}
+
+
+def _choices() -> dict[str, str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _choice(group: str, node: DictConfig) -> str:
@@ -200,12 +328,6 @@ def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
         raise UsageError(f"height x width is {height}x{width}: {tokens} tokens; at most {MAX_TOKENS} "
                          f"({int(MAX_TOKENS ** 0.5) * multiple}x{int(MAX_TOKENS ** 0.5) * multiple} for this model)")  # fmt: skip
     return height, width
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -253,7 +375,9 @@ def _hydra_entry() -> None:
                 raise
             print(f"error: {type(exc).__name__}: {first_line(exc)} (RASFW_DEBUG=1 shows the traceback)", file=sys.stderr)
             sys.exit(EXIT_FAILURE)
-        keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
+        if summary is None:  # a torchrun rank other than 0: rank 0 reports
+            return
+        keys = ("execution", "graphs", "speedup", "speedup_note", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
         print(f"summary: {json.dumps(shown)}")
         print(f"wrote {Path(output_dir) / 'summary.json'}")
@@ -348,11 +472,10 @@ def _precheck(overrides: list[str]) -> None:
 
     Sweep overrides (`-m ratio.value=0.25,0.5`) are left out of this composition (each job checks its own
     values); everything else, the experiment and plugin files they select included, is composed and
-    passes the same gates as a run: unknown keys and options, and no Hydra callbacks (they would run
-    whatever their `_target_` names).
+    passes the same gates as a run: unknown keys and options, and Hydra callbacks only of registered
+    classes (Hydra would run whatever their `_target_` names).
     """
     from hydra import compose, initialize_config_module
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -360,14 +483,13 @@ def _precheck(overrides: list[str]) -> None:
         key, _, value = override.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:
             _check_writable(key.lstrip("+"), value)
-        if override.lstrip("+~").startswith("hydra.callbacks"):
-            _fail(UsageError(f"{override.split('=')[0].lstrip('+~')}: Hydra callbacks are not allowed (they run code)"))
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = _parser().parse_overrides(overrides)
         kept = [
             o.input_line for o in parsed
             if not o.is_sweep_override() and (not o.key_or_group.startswith(("hydra.", "hydra/"))
-                                              or o.key_or_group == "hydra.searchpath")
+                                              or o.key_or_group == "hydra.searchpath"
+                                              or o.key_or_group.startswith("hydra.callbacks"))
         ]  # fmt: skip
         with initialize_config_module(config_module="rasfw.conf", version_base=None):
             cfg = compose("config", overrides=kept, return_hydra_config=True)
@@ -382,12 +504,46 @@ def _precheck(overrides: list[str]) -> None:
         if key:
             _fail(UsageError(f"{key}: unknown setting ({first_line(cause)}); check the spelling"))
         _fail(UsageError(first_line(exc)))
-    callbacks = cfg.hydra.get("callbacks") or {}
-    for name in callbacks:
-        _fail(UsageError(f"hydra.callbacks.{name}: Hydra callbacks are not allowed in rasfw configs (they run code)"))
+    _check_callbacks(cfg.hydra.get("callbacks") or {})
     sweeps = [o for o in parsed if o.is_sweep_override()]
+    sweeps += _config_sweeps(cfg, {o.get_key_element() for o in sweeps})
     if sweeps:
         _check_sweep(kept, sweeps)
+
+
+def _check_callbacks(callbacks: DictConfig) -> None:
+    """Hydra instantiates every `hydra.callbacks` entry; allow only classes registered as callbacks."""
+    from rasfw.build import plain, reject_nested_targets
+
+    for name, node in callbacks.items():
+        setting = f"hydra.callbacks.{name}"
+        try:
+            data = plain(node, setting)
+            reject_nested_targets({k: v for k, v in data.items() if k != "_target_"}, setting)
+            REGISTRY.by_target("callback", data.get("_target_"), f"{setting}._target_")
+        except ValueError as exc:
+            _fail(UsageError(f"{first_line(exc)} (Hydra callbacks run code: only registered callback classes are allowed)"))
+
+
+def _config_sweeps(cfg: DictConfig, given: set[str]) -> list:
+    """The sweep an experiment file declares (`hydra.sweeper.params`), less the keys the command line sweeps."""
+    params = cfg.hydra.get("sweeper", {}).get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items() if key not in given]
+    try:
+        return [o for o in _parser().parse_overrides(lines) if o.is_sweep_override()] if lines else []
+    except Exception as exc:  # noqa: BLE001 - a malformed sweep in a config file: one line
+        _fail(UsageError(f"hydra.sweeper.params: {first_line(exc)}"))
+
+
+def _parser():
+    """Hydra's override parser with a config loader, so sweeps over groups (`glob(*)`) list their options
+    as Hydra's sweeper does."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://rasfw.conf"))
+    return OverridesParser.create(config_loader=loader)
 
 
 def _check_sweep(kept: list[str], sweeps: list) -> None:

@@ -130,7 +130,30 @@ CASES = [
     ("execution=compile execution.backend=aot_eager execution.mode=default", "execution.mode applies to the inductor"),
     # hydra
     ("hydra.run.dir=/proc/x", "hydra.run.dir: cannot write to '/proc/x'"),
-    ("+hydra.callbacks.x._target_=os.system", "hydra.callbacks.x._target_: Hydra callbacks are not allowed"),
+    ("+hydra.callbacks.x._target_=os.system", "hydra.callbacks.x._target_: 'os.system' is not a registered callback class"),
+    ("+hydra.callbacks.x.foo=1", "hydra.callbacks.x._target_: None is not a registered callback class"),
+    ("+hydra.callbacks.results.inner={_target_:os.system}", "hydra.callbacks.results.inner: a nested _target_ is not allowed"),
+    # sampler.count, cache, eval, timing, match_flops
+    ("sampler.count=floor", "sampler.count must be one of exact, reference; got 'floor'"),
+    ("cache=nope", "cache: unknown option 'nope'; available: first_block, none, taylorseer"),
+    ("cache=first_block", "cache=first_block runs with sampler=dense only"),
+    ("sampler=dense cache=first_block cache.threshold=0", "cache.threshold must be in (0, inf)"),
+    ("sampler=dense cache=first_block cache.threshold=abc", "cache.threshold must be a number"),
+    ("sampler=dense cache=taylorseer cache.cache_interval=0", "cache.cache_interval must be in [1, inf)"),
+    ("sampler=dense cache=taylorseer cache.max_order=1.5", "cache.max_order must be an integer"),
+    ("sampler=dense cache=taylorseer cache.use_lite_mode=maybe", "cache.use_lite_mode must be true or false"),
+    ("sampler=dense cache=taylorseer cache.disable_cache_after_step=-1", "cache.disable_cache_after_step must be in"),
+    ("eval.prompts=0", "eval.prompts must be in [1, 100000] or null"),
+    ("eval.prompts=abc", "eval.prompts must be an integer"),
+    ("eval.batch=0", "eval.batch must be in [1, inf)"),
+    ("eval.prompt_seed=-1", "eval.prompt_seed must be in [0, 2**63)"),
+    ("+eval.size=3", "eval.size: unknown setting; the eval settings are prompts, prompt_seed, batch, baseline_cache"),
+    ("eval.baseline_cache=3", "eval.baseline_cache must be a folder path or null"),
+    ("timing.repeats=-1", "timing.repeats must be in [0, 1000]"),
+    ("timing.repeats=1.5", "timing.repeats must be an integer"),
+    ("timing.warmup=abc", "timing.warmup must be an integer"),
+    ("+timing.median=true", "timing.median: unknown setting"),
+    ("match_flops=maybe", "match_flops must be true or false"),
 ]
 
 

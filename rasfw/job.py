@@ -1,0 +1,202 @@
+"""What one `python -m rasfw` job does besides sampling: its prompt set, generation split across processes,
+the dense baseline (computed once, then read from an on-disk cache), timing, and the resolved settings.
+
+Generation runs in chunks of `eval.batch` prompts; chunk `j` is seeded with `seed + j`, so a chunk's images
+do not depend on which process made them. Under `torchrun` (`WORLD_SIZE > 1`) rank `r` makes the chunks
+`j % world == r` and every rank receives all of them in chunk order (`torch.distributed`, gloo on a CPU,
+nccl on GPUs): the merged images equal a single-process run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rasfw.flops import count_flops
+from rasfw.strategies._checks import integer
+
+BASELINE_FORMAT = 1  # bump when the cached baseline's contents change
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Validate `eval.*`, `timing.*` and `match_flops`; return them as plain values."""
+    from rasfw.data import prompt_set
+
+    ev, timing = _section(cfg, "eval", ("prompts", "prompt_seed", "batch", "baseline_cache")), _section(
+        cfg, "timing", ("repeats", "warmup")
+    )
+    count = ev.get("prompts")
+    if count is not None:
+        count = integer("eval.prompts", count, "[1, 100000] or null (null: the prompts list)", lambda v: 1 <= v <= 100000)
+    prompt_seed = integer("eval.prompt_seed", ev.get("prompt_seed", 1234), "[0, 2**63)", lambda v: 0 <= v < 2**63)
+    batch = integer("eval.batch", ev.get("batch", 64), "[1, inf)", lambda v: v >= 1)
+    folder = ev.get("baseline_cache")
+    if folder is not None and (not isinstance(folder, str) or not folder):
+        raise ValueError(f"eval.baseline_cache must be a folder path or null; got {folder!r}")
+    if not isinstance(cfg.get("match_flops", False), bool):
+        raise ValueError(f"match_flops must be true or false; got {cfg.get('match_flops')!r}")
+    return {
+        "eval_prompts": count,
+        "eval_prompt_set": None if count is None else prompt_set(count, prompt_seed)[0],
+        "prompt_seed": prompt_seed,
+        "batch": batch,
+        "baseline_cache": None if folder is None else Path(folder).expanduser(),
+        "repeats": integer("timing.repeats", timing.get("repeats", 3), "[0, 1000]", lambda v: 0 <= v <= 1000),
+        "warmup": integer("timing.warmup", timing.get("warmup", 1), "[0, 100]", lambda v: 0 <= v <= 100),
+        "match_flops": cfg.get("match_flops", False),
+    }
+
+
+def _section(cfg: DictConfig, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    node = cfg.get(name)
+    if node is None:
+        return {}
+    if not OmegaConf.is_dict(node):
+        raise ValueError(f"{name} must be a mapping with the keys {', '.join(keys)}; got {node!r}")
+    unknown = [k for k in node if k not in keys]
+    if unknown:
+        raise ValueError(f"{name}.{unknown[0]}: unknown setting; the {name} settings are {', '.join(keys)}")
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def resolved_settings(cfg: DictConfig, choices: dict[str, str], groups: tuple[str, ...]) -> dict[str, Any]:
+    """Every group's option name and parameters (`{"name": ..., "params": {...}}`), as the job ran them."""
+    out = {}
+    for group in groups:
+        node = OmegaConf.to_container(cfg[group], resolve=True) if group in cfg else {}
+        params = {k: v for k, v in node.items() if k not in ("_target_", "name")}
+        out[group] = {"name": choices.get(group) or node.get("name") or node.get("_target_"), "params": params}
+    return out
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def distributed() -> Iterator[tuple[int, int]]:
+    """`(rank, world)`; under `torchrun` the process group is opened here (and closed after) if nobody else has."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield 0, 1
+        return
+    opened = not dist.is_initialized()
+    if opened:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        if opened:
+            dist.destroy_process_group()
+
+
+def _all_gather(value: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+@dataclass
+class Generated:
+    """The images of the whole prompt set, in prompt order, on every rank."""
+
+    images: torch.Tensor  # (B, 3, H, W)
+    extras: torch.Tensor | None  # (B, ...) per-image data returned with each chunk (RAS update counts)
+    flops: int  # summed over all ranks
+
+
+def generate_all(
+    prompts: list[str], batch: int, make: Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor | None]],
+    rank: int, world: int, count: bool = True,
+) -> Generated:
+    """Run `make(chunk, j)` for this rank's chunks (counting FLOPs if `count`) and merge every rank's."""
+
+    def share() -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        starts = range(0, len(prompts), batch)
+        return [(j, *make(prompts[s : s + batch], j)) for j, s in enumerate(starts) if j % world == rank]
+
+    mine, flops = count_flops(share) if count else (share(), 0)
+    gathered = _all_gather((mine, flops), world)
+    parts = sorted((part for got in gathered for part in got[0]), key=lambda p: p[0])
+    total = sum(got[1] for got in gathered)
+    extras = [p[2] for p in parts]
+    return Generated(
+        torch.cat([p[1] for p in parts]),
+        torch.cat(extras) if all(e is not None for e in extras) else None,
+        int(total),
+    )
+
+
+# -- the dense baseline ---------------------------------------------------------------------------
+
+
+def baseline_key(fields: dict[str, Any]) -> str:
+    """A file name for the dense baseline of these settings (model, weights, steps, guidance, size, seed,
+    prompts, chunking, versions)."""
+    blob = json.dumps({**fields, "format": BASELINE_FORMAT, "torch": torch.__version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_baseline(folder: Path | None, key: str) -> dict[str, Any] | None:
+    """The cached baseline `{"images", "flops", "source"}`, or None if there is none."""
+    if folder is None or not (folder / f"{key}.safetensors").is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(folder / f"{key}.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["baseline"])
+        images = f.get_tensor("images")
+    return {**meta, "images": images, "source": str(folder / f"{key}.safetensors")}
+
+
+def store_baseline(folder: Path | None, key: str, images: torch.Tensor, meta: dict[str, Any]) -> None:
+    """Write the baseline atomically (a parallel job may be writing the same one)."""
+    if folder is None:
+        return
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.{os.getpid()}.tmp"
+    save_file({"images": images.contiguous()}, str(tmp), metadata={"baseline": json.dumps(meta)})
+    tmp.replace(folder / f"{key}.safetensors")
+
+
+# -- timing ---------------------------------------------------------------------------------------
+
+
+def time_alternating(first: Callable[[], Any], second: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of `first` and `second` over `repeats` (>= 1) rounds, after `warmup` untimed runs of each.
+
+    Round `i` runs them in the order (first, second) for even `i` and (second, first) for odd `i`, so
+    neither always runs on a warmer machine.
+    """
+    for _ in range(warmup):
+        first()
+        second()
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(repeats):
+        for fn, into in [(first, a), (second, b)] if i % 2 == 0 else [(second, b), (first, a)]:
+            start = time.perf_counter()
+            fn()
+            into.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)

@@ -1,0 +1,168 @@
+"""Config-driven experiments: the job settings, the dense baseline cache, timing, sweeps that end in
+results, the joblib launcher and evaluation split across torchrun processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rasfw import job
+from rasfw.cli import _precheck, main
+from rasfw.report import main as report_main
+
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false"]
+SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval.batch=2"]
+EXPERIMENTS = {
+    "ablation_metric": 3, "ablation_starvation": 5, "ablation_reset": 3, "ablation_kv_cache": 2,
+    "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 13,
+}  # fmt: skip
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def run(tmp_path: Path, name: str, *overrides: str) -> dict:
+    out = tmp_path / name
+    main([*QUIET, *SMALL, *overrides, f"hydra.run.dir={out}"])
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_every_shipped_experiment_declares_its_sweep_and_every_job_passes_the_checks():
+    assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} >= set(EXPERIMENTS)
+    from hydra import compose, initialize_config_module
+
+    for name, jobs in EXPERIMENTS.items():
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        params = cfg.hydra.sweeper.params
+        sizes = [len(job_values.split(",")) if "glob" not in job_values else len(list((CONF / "pareto_point").glob("*.yaml")))
+                 for job_values in params.values()]  # fmt: skip
+        assert __import__("math").prod(sizes) == jobs, name
+        assert cfg.eval.prompts == 64 and cfg.eval.baseline_cache
+        _precheck([f"+experiment={name}"])  # composes and checks every job of the declared sweep (no model loads)
+
+
+def test_a_bad_value_in_an_experiment_sweep_is_one_line_naming_the_job(tmp_path, capsys):
+    shared = tmp_path / "shared" / "experiment"
+    shared.mkdir(parents=True)
+    (shared / "bad.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n      ratio.value: 0.5,2.0\n")
+    with pytest.raises(SystemExit) as info:
+        main(["-m", f"hydra.searchpath=[file://{tmp_path / 'shared'}]", "+experiment=bad", *QUIET])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: ratio.value must be in (0, 1]; got 2.0 (in the sweep job ratio.value=2.0)"
+
+
+def test_the_summary_records_the_resolved_settings_and_the_overrides(tmp_path):
+    s = run(tmp_path, "a", "metric=l2norm", "ratio.value=0.25", "timing.repeats=0")
+    assert s["settings"]["metric"] == {"name": "l2norm", "params": {}}
+    assert s["settings"]["ratio"] == {"name": "constant", "params": {"value": 0.25, "warmup": 2}}
+    assert s["settings"]["sampler"]["params"]["count"] == "exact" and s["settings"]["cache"]["name"] == "none"
+    assert s["settings"]["execution"]["name"] == "eager"
+    assert (s["steps"], s["guidance"], s["seed"], s["prompt_count"]) == (6, 4.0, 0, 4)
+    assert s["prompts"] == "prompt_set(4, seed=1234)" and s["evaluated_images"] == 4
+    assert "metric=l2norm" in s["overrides"] and "ratio.value=0.25" in s["overrides"]
+    assert s["speedup"] is None and s["speedup_note"] == "timing.repeats=0: not timed"
+
+
+def test_the_dense_baseline_is_computed_once_and_read_from_the_cache(tmp_path):
+    cache = tmp_path / "baselines"
+    first = run(tmp_path, "a", f"eval.baseline_cache={cache}", "timing.repeats=0")
+    assert first["dense_baseline"].startswith("computed, stored as ") and len(list(cache.glob("*.safetensors"))) == 1
+    second = run(tmp_path, "b", f"eval.baseline_cache={cache}", "metric=random", "timing.repeats=0")
+    assert second["dense_baseline"].startswith("cache ")
+    assert second["dense_flops"] == first["dense_flops"] and second["dense_fd"] == first["dense_fd"]
+    other = run(tmp_path, "c", f"eval.baseline_cache={cache}", "guidance=3.0", "timing.repeats=0")  # another key
+    assert other["dense_baseline"].startswith("computed") and len(list(cache.glob("*.safetensors"))) == 2
+
+
+def test_dense_sampling_is_the_baseline_and_runs_once(tmp_path, monkeypatch):
+    calls = []
+    real = job.generate_all
+    monkeypatch.setattr(job, "generate_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    s = run(tmp_path, "a", "sampler=dense")
+    assert len(calls) == 1  # no second dense run
+    assert s["speedup"] is None and s["speedup_note"] == "sampler=dense: this run is the baseline"
+    assert s["dense_baseline"] is None and s["flops_ratio"] is None
+
+
+def test_timing_reports_medians_of_alternating_runs(tmp_path):
+    s = run(tmp_path, "a", "timing.repeats=1", "timing.warmup=0")
+    assert s["speedup"] == pytest.approx(s["dense_time_s"] / s["time_s"]) and s["speedup_note"] is None
+    assert s["timing"] == {"warmup": 0, "repeats": 1, "order": "alternating", "prompts": 2}
+
+
+def test_time_alternating_warms_up_then_alternates_the_order():
+    order = []
+    job.time_alternating(lambda: order.append("a"), lambda: order.append("b"), warmup=1, repeats=3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_matched_flops_samples_dense_with_fewer_steps(tmp_path):
+    ras = run(tmp_path, "ras", "steps=12", "ratio.value=0.25", "reset.steps=[6]", "timing.repeats=0")
+    dense = run(tmp_path, "dense", "steps=12", "ratio.value=0.25", "reset.steps=[6]", "sampler=dense",
+                "match_flops=true", "timing.repeats=0")  # fmt: skip
+    assert dense["full_steps"] == 12 and dense["steps"] == round(12 * ras["flops_ratio"]) < 12
+    assert dense["dense_flops"] == ras["dense_flops"]  # compared with the same full-step baseline
+    assert dense["flops_ratio"] == pytest.approx(dense["steps"] / 12, rel=0.02)
+
+
+def test_a_step_cache_alone_is_compared_with_dense(tmp_path):
+    s = run(tmp_path, "a", "sampler=dense", "cache=first_block", "cache.threshold=0.5", "timing.repeats=0")
+    assert s["cache"] == "first_block" and s["settings"]["cache"]["params"] == {"threshold": 0.5}
+    assert s["flops_ratio"] < 1 and s["psnr_vs_dense"] is not None
+
+
+def test_a_sweep_ends_in_results_and_the_report_rebuilds_them(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    main(["-m", *QUIET, *SMALL, "metric=std_noise,random", "timing.repeats=0", f"hydra.sweep.dir={sweep}"])
+    with (sweep / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["metric"] for r in rows] == ["std_noise", "random"] and all(r["method"] == "RAS" for r in rows)
+    assert all(float(r["flops_ratio"]) < 1 and r["alignment_accuracy"] for r in rows)
+    assert "| job | metric | method |" in (sweep / "results.md").read_text()
+    for name in ("pareto_flops", "ablation"):
+        assert (sweep / f"{name}.png").stat().st_size > 0 and (sweep / f"{name}.csv").is_file()
+    assert not (sweep / "pareto_time.png").exists()  # no timing: no time plane
+    written = {p.name: p.read_bytes() for p in sweep.glob("*.csv")}
+    for name in written:
+        (sweep / name).unlink()
+    assert report_main([str(sweep)]) == 0
+    assert {p.name: p.read_bytes() for p in sweep.glob("*.csv")} == written
+    assert report_main([str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_the_joblib_launcher_runs_a_two_job_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "rasfw", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SMALL,
+         "progress=false", "timing.repeats=0", "sampler.kv_cache=true,false", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Joblib.Parallel" in result.stdout + result.stderr
+    with (sweep / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["sampler.kv_cache"].lower() for r in rows) == ["false", "true"]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
+def test_two_torchrun_processes_merge_into_the_single_process_summary(tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in both runs: the same float sums
+    args = [*QUIET, *SMALL, "eval.prompts=6", "timing.repeats=0"]
+    for name, launcher in (("two", [torchrun, "--nproc_per_node", "2", "-m", "rasfw"]), ("one", [sys.executable, "-m", "rasfw"])):
+        result = subprocess.run([*launcher, *args, f"hydra.run.dir={tmp_path / name}"], capture_output=True, text=True,
+                                timeout=600, cwd=tmp_path, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    two, one = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("two", "one"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    differ = {k for k in one if one[k] != two.get(k)}
+    assert differ == {"processes", "speedup_note"}, {k: (one[k], two.get(k)) for k in differ}
+    for image in one["images"]:
+        assert (tmp_path / "one" / image).read_bytes() == (tmp_path / "two" / image).read_bytes()
