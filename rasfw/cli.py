@@ -489,15 +489,16 @@ def _precheck(overrides: list[str]) -> None:
             o.input_line for o in parsed
             if not o.is_sweep_override() and (not o.key_or_group.startswith(("hydra.", "hydra/"))
                                               or o.key_or_group == "hydra.searchpath"
-                                              or o.key_or_group.startswith("hydra.callbacks"))
+                                              or o.key_or_group.startswith(_CHECKED_HYDRA))
         ]  # fmt: skip
         with initialize_config_module(config_module="rasfw.conf", version_base=None):
             cfg = compose("config", overrides=kept, return_hydra_config=True)
     except MissingConfigException as exc:
-        missing = (exc.missing_cfg_file or "").split("/")
-        if exc.options is not None and len(missing) == 2:
-            _fail(UsageError(f"{missing[0]}: unknown option '{missing[1]}'; available: {', '.join(exc.options)}"))
-        _fail(UsageError(first_line(exc)))
+        group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+        hint = "; Hydra plugins come with pip install \"rasfw[launchers]\"" if group.startswith("hydra/") else ""
+        if exc.options is not None and group:
+            _fail(UsageError(f"{group}: unknown option '{option}'; available: {', '.join(exc.options)}{hint}"))
+        _fail(UsageError(first_line(exc) + hint))
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ or exc
         key = getattr(cause, "full_key", None)
@@ -505,6 +506,7 @@ def _precheck(overrides: list[str]) -> None:
             _fail(UsageError(f"{key}: unknown setting ({first_line(cause)}); check the spelling"))
         _fail(UsageError(first_line(exc)))
     _check_callbacks(cfg.hydra.get("callbacks") or {})
+    _check_plugins(cfg)
     sweeps = [o for o in parsed if o.is_sweep_override()]
     sweeps += _config_sweeps(cfg, {o.get_key_element() for o in sweeps})
     if sweeps:
@@ -523,6 +525,25 @@ def _check_callbacks(callbacks: DictConfig) -> None:
             REGISTRY.by_target("callback", data.get("_target_"), f"{setting}._target_")
         except ValueError as exc:
             _fail(UsageError(f"{first_line(exc)} (Hydra callbacks run code: only registered callback classes are allowed)"))
+
+
+_CHECKED_HYDRA = ("hydra.callbacks", "hydra.launcher", "hydra/launcher", "hydra.sweeper", "hydra/sweeper")
+"""Hydra settings composed by the precheck: they name classes Hydra instantiates."""
+
+
+def _check_plugins(cfg: DictConfig) -> None:
+    """Hydra builds the launcher and the sweeper only from installed Hydra plugins, but builds any `_target_`
+    nested in their settings: refuse those."""
+    from rasfw.build import reject_nested_targets
+
+    for name in ("launcher", "sweeper"):
+        node = cfg.hydra.get(name)
+        if node is not None:
+            data = OmegaConf.to_container(node, resolve=False)
+            try:
+                reject_nested_targets({k: v for k, v in data.items() if k != "_target_"}, f"hydra.{name}")
+            except ValueError as exc:
+                _fail(UsageError(str(exc)))
 
 
 def _config_sweeps(cfg: DictConfig, given: set[str]) -> list:

@@ -26,7 +26,11 @@ METRICS = (
     "alignment_accuracy", "dense_alignment_accuracy", "fd", "dense_fd", "psnr_vs_dense", "object_update_share",
     "object_area_share", "prompt_count",
 )  # fmt: skip
-QUALITY = (("alignment_accuracy", "alignment accuracy (higher is better)"), ("fd", "FD (lower is better)"))
+QUALITY = (
+    ("alignment_accuracy", "alignment accuracy (higher is better)"),
+    ("fd", "FD (lower is better)"),
+    ("psnr_vs_dense", "PSNR vs dense, dB (higher is better)"),
+)
 
 
 @register("callback", "results")
@@ -129,6 +133,10 @@ def _label(row: dict[str, Any], swept: list[str]) -> str:
     return ", ".join(parts) or row["job"]
 
 
+def _short(label: str) -> str:
+    return label.replace("pareto_point=", "")
+
+
 def _pyplot():
     import matplotlib
 
@@ -152,8 +160,11 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> 
         data = []
         for ax, (metric, ylabel) in zip(axes, QUALITY):
             for method in sorted({r["method"] for r in points}):
-                mine = sorted((r for r in points if r["method"] == method and r.get(metric) is not None), key=lambda r: r[x])
-                ax.plot([r[x] for r in mine], [r[metric] for r in mine], "o-" if len(mine) > 1 else "o", label=method)
+                mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
+                ax.plot([r[x] for r in mine], [r[metric] for r in mine], "o", label=method)
+                for r in mine:
+                    ax.annotate(_short(_label(r, swept)), (r[x], r[metric]), fontsize=6, alpha=0.7,
+                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
             dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
             if dense is not None:
                 ax.plot([1.0], [dense], "k*", markersize=12, label="dense (all steps)")

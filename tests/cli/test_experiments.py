@@ -166,3 +166,32 @@ def test_two_torchrun_processes_merge_into_the_single_process_summary(tmp_path):
     assert differ == {"processes", "speedup_note"}, {k: (one[k], two.get(k)) for k in differ}
     for image in one["images"]:
         assert (tmp_path / "one" / image).read_bytes() == (tmp_path / "two" / image).read_bytes()
+
+
+@pytest.mark.parametrize(("option", "plugin", "target"), [
+    ("parallel", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
+    ("slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
+    ("ray_cluster", "hydra_plugins.hydra_ray_launcher", "RayLocalLauncher"),
+])  # fmt: skip
+def test_the_shipped_launcher_configs_compose_or_say_how_to_install_the_plugin(option, plugin, target, capsys):
+    import importlib.util
+
+    from hydra import compose, initialize_config_module
+
+    if importlib.util.find_spec(plugin) is not None:
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            cfg = compose("config", overrides=[f"hydra/launcher={option}"], return_hydra_config=True)
+        assert cfg.hydra.launcher._target_.endswith(target)
+    else:
+        with pytest.raises(SystemExit) as info:
+            _precheck([f"hydra/launcher={option}"])
+        assert info.value.code == 2
+        assert 'pip install "rasfw[launchers]"' in capsys.readouterr().err
+
+
+def test_settings_nested_in_a_launcher_cannot_build_classes(capsys):
+    with pytest.raises(SystemExit):
+        _precheck(["hydra/launcher=parallel", "+hydra.launcher.extra._target_=os.system"])
+    assert capsys.readouterr().err.strip() == (
+        "error: hydra.launcher.extra: a nested _target_ is not allowed; configs build only registered classes"
+    )
