@@ -195,3 +195,15 @@ def test_settings_nested_in_a_launcher_cannot_build_classes(capsys):
     assert capsys.readouterr().err.strip() == (
         "error: hydra.launcher.extra: a nested _target_ is not allowed; configs build only registered classes"
     )
+
+
+def test_starvation_k_zero_is_no_starvation():
+    """ablation_starvation sweeps k = 0 as its "none" point: the scores come back unchanged."""
+    import torch
+
+    from rasfw.strategies.starvation import ExpStarvation, NoStarvation
+
+    score = torch.rand(3, 50, generator=torch.Generator().manual_seed(0))
+    drops = torch.randint(0, 20, (3, 50), generator=torch.Generator().manual_seed(1)).float()
+    assert torch.equal(ExpStarvation(0.0).adjust(score, drops), NoStarvation().adjust(score, drops))
+    assert not torch.equal(ExpStarvation(0.1).adjust(score, drops), score)
