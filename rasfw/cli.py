@@ -43,6 +43,19 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
+def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdaptiveSampler, Any]:
+    """The sampler (validated against the step count) and the step cache of a config."""
+    sampler = build_sampler(cfg)
+    sampler.reset.validate(settings["steps"])
+    cache = build(cfg.cache, "cache", "cache")
+    if cache.config_class and not isinstance(sampler, DenseSampler):
+        raise UsageError(
+            f"cache={cache.name} runs with sampler=dense only: diffusers' step caches keep per-token state across "
+            "steps, and RAS changes which tokens a step computes"
+        )
+    return sampler, cache
+
+
 SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose",
             "eval", "timing", "match_flops")  # fmt: skip
 GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution", "cache")
@@ -89,15 +102,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any] | None
     `torchrun` job: rank 0 writes it).
     """
     settings = check_settings(cfg)
-    sampler = build_sampler(cfg)
-    sampler.reset.validate(settings["steps"])
-    cache = build(cfg.cache, "cache", "cache")
-    is_dense = isinstance(sampler, DenseSampler)
-    if cache.config_class and not is_dense:
-        raise UsageError(
-            f"cache={cache.name} runs with sampler=dense only: diffusers' step caches keep per-token state across "
-            "steps, and RAS changes which tokens a step computes"
-        )
+    sampler, cache = build_method(cfg, settings)
     runner: PipelineRunner = build(cfg.model, "runner", "model")
     height, width = _size(runner, settings)
     model_name = _choice("model", cfg.model)
@@ -121,8 +126,7 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
 
     execution = OmegaConf.to_container(cfg.execution)
     mode = execution.pop("name")
-    method = _method(runner, sampler, cache, mode, execution)
-    with method as state:
+    with _method(runner, sampler, cache, mode, execution) as state:
 
         def make_counted(chunk: list[str], j: int) -> tuple[torch.Tensor, torch.Tensor]:
             images = make(chunk, j, progress=settings["progress"] and rank == 0)
@@ -579,8 +583,7 @@ def _check_sweep(kept: list[str], sweeps: list) -> None:
         for job in itertools.islice(itertools.product(*choices), MAX_CHECKED_JOBS):
             try:
                 cfg = compose("config", overrides=[*kept, *job])
-                settings = check_settings(cfg)
-                build_sampler(cfg).reset.validate(settings["steps"])
+                build_method(cfg, check_settings(cfg))
             except Exception as exc:  # noqa: BLE001 - a bad setting or a composition error: one line either way
                 _fail(UsageError(f"{first_line(exc)} (in the sweep job {' '.join(job)})"))
 

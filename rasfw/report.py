@@ -95,8 +95,9 @@ def write_report(folder: Path) -> list[Path]:
     if not rows:
         return []
     swept = swept_keys(rows)
-    columns = ["job", *swept, *METRICS]
-    table = [{"job": r["job"], **{k: r["overrides"].get(k, "") for k in swept}, **{m: r.get(m) for m in METRICS}} for r in rows]
+    metrics = [m for m in METRICS if m not in swept]  # a swept `sampler` is already a column
+    columns = ["job", *swept, *metrics]
+    table = [{"job": r["job"], **{m: r.get(m) for m in metrics}, **{k: r["overrides"].get(k, "") for k in swept}} for r in rows]
     written = [_write_csv(folder / "results.csv", columns, table)]
     (folder / "results.md").write_text(markdown(columns, table, folder.name))
     written.append(folder / "results.md")
