@@ -153,6 +153,7 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
     dense_flops = None if baseline is None else baseline["flops"]
 
     updates = updates.reshape(-1, grid_rows, grid_cols)
+    out.mkdir(parents=True, exist_ok=True)
     files = _write_pictures(out, images[:SHOWN], None if dense_images is None else dense_images[:SHOWN], updates[:SHOWN], steps)
     summary = {
         "model": _choice("model", cfg.model),
