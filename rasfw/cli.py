@@ -120,16 +120,16 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
     if settings["match_flops"] and is_dense:
         steps = _matched_steps(cfg, runner, sampler, size, settings)
 
-    def make(chunk: list[str], j: int, at_steps: int = steps, progress: bool = False) -> torch.Tensor:
+    def make(chunk: list[str], start: int, at_steps: int = steps, progress: bool = False) -> torch.Tensor:
         return runner.generate(chunk, steps=at_steps, guidance=settings["guidance"], height=height, width=width,
-                               seed=settings["seed"] + j, progress=progress)  # fmt: skip
+                               seed=settings["seed"] + start, progress=progress)  # fmt: skip
 
     execution = OmegaConf.to_container(cfg.execution)
     mode = execution.pop("name")
     with _method(runner, sampler, cache, mode, execution) as state:
 
-        def make_counted(chunk: list[str], j: int) -> tuple[torch.Tensor, torch.Tensor]:
-            images = make(chunk, j, progress=settings["progress"] and rank == 0)
+        def make_counted(chunk: list[str], start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            images = make(chunk, start, progress=settings["progress"] and rank == 0)
             return images, state.update_count.clone().cpu()  # (B, N)
 
         generated = job.generate_all(prompts, settings["batch"], make_counted, rank, world, count=mode == "eager")
@@ -141,11 +141,11 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
     _check_finite(images, settings)
     if mode != "eager":  # graphs run outside the FLOP counter's reach: count the same calls eagerly, after
         with _method(runner, sampler, cache, "eager", {}):
-            flops = job.generate_all(prompts, settings["batch"], lambda c, j: (make(c, j), None), rank, world).flops
+            flops = job.generate_all(prompts, settings["batch"], lambda c, s: (make(c, s), None), rank, world).flops
 
     baseline = None
     if settings["compare_dense"] and not (is_dense and steps == full_steps and not cache.config_class):
-        baseline = _baseline(cfg, runner, settings, size, lambda c, j: (make(c, j, full_steps), None), rank, world)
+        baseline = _baseline(cfg, runner, settings, size, lambda c, s: (make(c, s, full_steps), None), rank, world)
     timing = _timing(settings, runner, sampler, cache, mode, execution, baseline, make, is_dense, world)
     if rank != 0:
         return None

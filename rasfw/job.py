@@ -1,9 +1,10 @@
 """What one `python -m rasfw` job does besides sampling: its prompt set, generation split across processes,
 the dense baseline (computed once, then read from an on-disk cache), timing, and the resolved settings.
 
-Generation runs in chunks of `eval.batch` prompts; chunk `j` is seeded with `seed + j`, so a chunk's images
-do not depend on which process made them. Under `torchrun` (`WORLD_SIZE > 1`) rank `r` makes the chunks
-`j % world == r` and every rank receives all of them in chunk order (`torch.distributed`, gloo on a CPU,
+Generation runs in calls of `eval.batch` prompts; the call that starts at prompt `s` is given the seed
+`seed + s` (runners that seed image `i` of a call with `seed + i` so seed every prompt as one call would),
+so a call's images do not depend on which process made them. Under `torchrun` (`WORLD_SIZE > 1`) rank `r`
+makes the calls `j % world == r` and every rank receives all of them in order (`torch.distributed`, gloo on a CPU,
 nccl on GPUs): the merged images equal a single-process run's.
 """
 
@@ -128,11 +129,11 @@ def generate_all(
     prompts: list[str], batch: int, make: Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor | None]],
     rank: int, world: int, count: bool = True,
 ) -> Generated:
-    """Run `make(chunk, j)` for this rank's chunks (counting FLOPs if `count`) and merge every rank's."""
+    """Run `make(chunk, start)` for this rank's calls (counting FLOPs if `count`) and merge every rank's."""
 
     def share() -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
         starts = range(0, len(prompts), batch)
-        return [(j, *make(prompts[s : s + batch], j)) for j, s in enumerate(starts) if j % world == rank]
+        return [(s, *make(prompts[s : s + batch], s)) for j, s in enumerate(starts) if j % world == rank]
 
     mine, flops = count_flops(share) if count else (share(), 0)
     gathered = _all_gather((mine, flops), world)
