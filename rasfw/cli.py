@@ -247,7 +247,7 @@ def _baseline(cfg, runner, settings, size, make, rank: int, world: int) -> dict[
     folder = settings["baseline_cache"]
     found = job.load_baseline(folder, key) if rank == 0 else None
     if world > 1:
-        found = job._all_gather(found, world)[0]  # rank 0 decides, so every rank takes the same path
+        found = job.from_rank0(found, world)
     if found is not None:
         return {**found, "key": key, "origin": f"cache {key}"}
     generated = job.generate_all(settings["prompts"], settings["batch"], make, rank, world)

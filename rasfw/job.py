@@ -106,6 +106,11 @@ def distributed() -> Iterator[tuple[int, int]]:
             dist.destroy_process_group()
 
 
+def from_rank0(value: Any, world: int) -> Any:
+    """Rank 0's `value` on every rank (so all ranks take the same path)."""
+    return _all_gather(value, world)[0]
+
+
 def _all_gather(value: Any, world: int) -> list[Any]:
     if world == 1:
         return [value]
