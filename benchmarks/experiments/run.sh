@@ -21,4 +21,11 @@ for name in $EXPERIMENTS; do
     job=$(basename "$(dirname "$summary")")
     mkdir -p "$keep/$job" && cp "$summary" "$keep/$job/"
   done
+  mkdir -p docs/img/experiments   # the plots docs/experiments.md shows
+  case $name in
+    pareto) shown="pareto_flops pareto_time" ;;
+    matched_flops) shown="pareto_flops" ;;
+    *) shown="ablation" ;;
+  esac
+  for plot in $shown; do cp "$keep/$plot.png" "docs/img/experiments/${name}_$plot.png"; done
 done
