@@ -375,7 +375,7 @@ def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
     adapter.install(transformer, state, resolve_backend("torch", pipe.device))
     try:
         grid = adapter.call_grid((), inputs)
-        state.grid_shape = grid.rows, grid.cols
+        state.grid = grid
         caches = state.context_caches(DEFAULT_CONTEXT)
         state.forward = ForwardPlan(None, capture=True, caches=caches)
         adapter.prepare(transformer, state.forward, (), inputs)

@@ -112,7 +112,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
             images, flops = generate(settings["progress"]), None
         updates = state.update_count.clone().cpu()  # (B, N)
         active = state.active_tokens_per_step
-        grid_rows, grid_cols = state.grid_shape
+        grid_shape = state.grid_shape  # (frames, rows, cols)
         seconds = _timed(lambda: generate(False))
         backend, backend_note = ras_backend(runner.pipe).ran()
         executed = ras_execution(runner.pipe).describe()
@@ -131,8 +131,13 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         dense_images, dense_flops = count_flops(lambda: generate(settings["progress"]))
         dense_seconds = _timed(lambda: generate(False))
 
-    updates = updates.reshape(-1, grid_rows, grid_cols)
-    files = _write_pictures(out, images, dense_images, updates, settings["steps"])
+    updates = updates.reshape(-1, *grid_shape)  # (B, frames, rows, cols)
+    tokens = updates[0].numel()
+    if images.ndim == 5:  # videos (B, frames, 3, H, W)
+        files = _write_videos(out, images, dense_images, updates, settings["steps"])
+    else:
+        updates = updates[:, 0]  # images: one frame, (B, rows, cols)
+        files = _write_pictures(out, images, dense_images, updates, settings["steps"])
     summary = {
         "model": model_name,
         "weights": runner.weights,
@@ -145,7 +150,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "height": height,
         "width": width,
         "prompts": settings["prompts"],
-        "tokens": grid_rows * grid_cols,
+        "tokens": tokens,
         "active_tokens_per_step": active,
         "time_s": seconds,
         "dense_time_s": dense_seconds,
@@ -157,7 +162,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
         **files,
     }
-    dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
+    dense_steps = sum(1 for a in active if a == tokens)
     summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
     skipped = len(settings["prompts"]) - summary.get("evaluated_images", len(settings["prompts"]))
     if skipped:

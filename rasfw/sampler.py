@@ -100,7 +100,7 @@ class RegionAdaptiveSampler:
         and the active indices are copied into the fixed `(batch, a)` index buffer of the state.
         """
         if state.skips is None:
-            state.grid_shape = (grid.rows, grid.cols)
+            state.grid = grid
             state.kv_dtype = KV_DTYPES[self.kv_dtype]
             n = grid.num_tokens
             state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
@@ -137,7 +137,8 @@ class RegionAdaptiveSampler:
         state.active = None
         if i + 1 < state.num_steps and state.skips[i + 1] > 0:
             tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
-            score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
+            memory = {"memory": state.metric_memory} if self.metric.uses_memory else {}
+            score = self.metric.score(tokens, grid, state.generator, **memory).float()  # (B, N)
             score = self.starvation.adjust(score, state.drop_count)
             selected = self.select(score, state.skips[i + 1])  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
