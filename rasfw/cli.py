@@ -236,6 +236,34 @@ def _write_pictures(out: Path, images, dense_images, updates, steps: int) -> dic
     return {"images": names, "heatmap": "heatmap.png", "grid": "grid.png"}
 
 
+def _write_videos(out: Path, videos, dense_videos, updates, steps: int) -> dict[str, Any]:
+    """Videos `(B, F, 3, H, W)`: one GIF per video (and per dense video), one GIF of the per-frame heat map,
+    `heatmap.png` with one column per latent frame, and `grid.png` with the middle frame of each."""
+    scale = max(1, 256 // max(videos.shape[-2:]))
+    names = []
+    for i, video in enumerate(videos):
+        viz.save_gif(list(video), out / f"ras_{i}.gif", scale)
+        names.append(f"ras_{i}.gif")
+        if dense_videos is not None:
+            viz.save_gif(list(dense_videos[i]), out / f"dense_{i}.gif", scale)
+            names.append(f"dense_{i}.gif")
+        viz.save_gif(viz.video_heatmap(video, updates[i], steps), out / f"heatmap_{i}.gif", scale)
+        names.append(f"heatmap_{i}.gif")
+    frames, latent = videos.shape[1], updates.shape[1]
+    firsts = [next(t for t in range(frames) if viz.latent_frame_of(t, frames, latent) == f) for f in range(latent)]
+    strips = [[viz.heatmap_overlay(video[t], updates[i, f], steps) for f, t in enumerate(firsts)] for i, video in enumerate(videos)]
+    viz.grid_image(strips, scale).save(out / "heatmap.png")
+    middle = frames // 2
+    overlay = [viz.video_heatmap(video[middle : middle + 1], updates[i, viz.latent_frame_of(middle, frames, latent)][None], steps)[0]
+               for i, video in enumerate(videos)]  # fmt: skip
+    rows = [
+        ([dense_videos[i, middle]] if dense_videos is not None else []) + [videos[i, middle], overlay[i]]
+        for i in range(len(videos))
+    ]
+    viz.grid_image(rows, scale).save(out / "grid.png")
+    return {"videos": names, "heatmap": "heatmap.png", "grid": "grid.png"}
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 

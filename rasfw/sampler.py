@@ -120,6 +120,26 @@ class RegionAdaptiveSampler:
         state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
         return state.forward
 
+    def switch_model(self, state: RegionState, scope: str) -> None:
+        """The pipeline moved on to another transformer (`scope`) mid-generation (Wan 2.2's boundary).
+
+        Keys, values and outputs cached by one model are not valid for another, so the current step
+        becomes dense: it fills `scope`'s caches, and its planned selection is withdrawn (the drop counts
+        it added are taken back). The caches filled so far are freed, unless captured graphs hold them
+        (`keep_buffers`).
+        """
+        i = state.step
+        if state.skips is not None and i < len(state.skips):
+            state.skips[i] = 0
+        if state.active is not None:
+            state.drop_count -= 1.0
+            state.drop_count.scatter_add_(1, state.active, torch.ones_like(state.active, dtype=torch.float32))
+            state.active = None
+        state.calls.clear()  # every context is refilled by this dense step
+        if not state.keep_buffers:
+            state.caches.clear()  # the previous model's caches; `scope`'s own, if any, are stale too
+        state.scopes.clear()
+
     def observe(self, state: RegionState, model_output: torch.Tensor, grid: TokenGrid) -> None:
         """After the model output of the current step: count updates, choose the next step's tokens."""
         images, n = model_output.shape[0], grid.num_tokens

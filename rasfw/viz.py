@@ -43,3 +43,32 @@ def grid_image(rows: list[list[torch.Tensor]], scale: int = 1, pad: int = 2) -> 
         for c, tile in enumerate(row):
             canvas.paste(tile, (pad + c * (tile_w + pad), pad + r * (tile_h + pad)))
     return canvas
+
+
+def latent_frame_of(frame: int, video_frames: int, latent_frames: int) -> int:
+    """The latent frame a decoded video frame comes from.
+
+    A causal video VAE with temporal stride 4 (Wan) decodes latent frame 0 to video frame 0 and each later
+    latent frame to the next 4 video frames; other frame counts are mapped proportionally.
+    """
+    if video_frames == 4 * (latent_frames - 1) + 1:
+        return (frame + 3) // 4
+    return min(frame * latent_frames // max(video_frames, 1), latent_frames - 1)
+
+
+def save_gif(frames: list[torch.Tensor], path, scale: int = 1, fps: int = 8) -> None:
+    """Write `(3, H, W)` frames in [0, 1] as a looping animated GIF (Pillow)."""
+    pictures = [to_pil(frame, scale) for frame in frames]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=int(1000 / fps), loop=0)
+
+
+def video_heatmap(video: torch.Tensor, updates: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Per video frame `(3, H, W)`, the update heat map of its latent frame blended over it.
+
+    Args:
+        video: `(F, 3, H, W)` frames in [0, 1].
+        updates: `(latent frames, rows, cols)` how often each token was recomputed.
+        steps: the steps the counts are out of.
+    """
+    latent = updates.shape[0]
+    return [heatmap_overlay(frame, updates[latent_frame_of(t, len(video), latent)], steps) for t, frame in enumerate(video)]

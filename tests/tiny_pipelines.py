@@ -17,6 +17,7 @@ from rasfw.tiny import (
     POOLED_DIM,
     TEXT_DIM,
     TEXT_LEN,
+    WAN_LATENT_CHANNELS,
     flux_scheduler,
     tiny_flux_pipeline,
     tiny_flux_transformer,
@@ -24,6 +25,7 @@ from rasfw.tiny import (
     tiny_lumina_next_transformer,
     tiny_sd3_pipeline,
     tiny_vae,
+    tiny_wan_pipeline,
 )
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "tiny_lumina_next_transformer",
     "tiny_sd3_pipeline",
     "tiny_vae",
+    "tiny_wan_pipeline",
+    "WanCall",
 ]
 
 VAE_SCALE = 8
@@ -188,3 +192,33 @@ def image_ids(rows: int, cols: int) -> torch.Tensor:
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(cols)[None, :]
     return ids.reshape(rows * cols, 3)
+
+
+class WanCall:
+    """diffusers' `WanPipeline` called with video latents and embeddings instead of prompts.
+
+    `height` and `width` are latent pixels; `frames` latent frames (the VAE makes `4 * (frames - 1) + 1`
+    video frames of them). Guidance above 1 runs the pipeline's two calls per step, `cond` then `uncond`.
+    """
+
+    frames = 3
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
+
+    @torch.no_grad()
+    def __call__(self, batch=1, height=16, width=24, steps=8, guidance=3.0, seed=0):
+        latents, text, negative = per_image(
+            batch, seed, (WAN_LATENT_CHANNELS, self.frames, height, width), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM)
+        )
+        return self.pipe(
+            prompt_embeds=text,
+            negative_prompt_embeds=negative,
+            latents=latents,
+            height=height * VAE_SCALE,
+            width=width * VAE_SCALE,
+            num_frames=4 * (self.frames - 1) + 1,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="latent",
+        ).frames
