@@ -171,3 +171,27 @@ def test_one_executor_instance_cannot_serve_two_transformers():
     with pytest.raises(ValueError, match="two transformers needs an execution mode by name"):
         apply_ras(pipe, ras(), execution=EagerExecution())
     assert not hasattr(pipe.transformer, "_diffusers_hook")
+
+
+def test_temporal_difference_metric_selects_differently_and_forgets_its_memory():
+    from rasfw.strategies.metrics import TemporalDifference
+
+    pipe = WanCall(tiny_wan_pipeline())
+    state = apply_ras(pipe, ras(metric=TemporalDifference()))
+    seen: list[torch.Tensor] = []
+    handle = pipe.transformer.register_forward_hook(
+        lambda module, args, out: seen.append(state.forward.index.clone()) if state.forward.index is not None else None
+    )
+    temporal = pipe(batch=1, height=8, width=12, steps=8)
+    handle.remove()
+    assert torch.isfinite(temporal).all() and not state.metric_memory  # freed with the caches
+    remove_ras(pipe)
+    state = apply_ras(pipe, ras())
+    std: list[torch.Tensor] = []
+    handle = pipe.transformer.register_forward_hook(
+        lambda module, args, out: std.append(state.forward.index.clone()) if state.forward.index is not None else None
+    )
+    pipe(batch=1, height=8, width=12, steps=8)
+    handle.remove()
+    assert len(seen) == len(std) and torch.equal(seen[0], std[0])  # the first selection: std_noise either way
+    assert any(not torch.equal(a, b) for a, b in zip(seen, std, strict=True))  # later ones follow the change between steps
