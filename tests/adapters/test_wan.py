@@ -195,3 +195,21 @@ def test_temporal_difference_metric_selects_differently_and_forgets_its_memory()
     handle.remove()
     assert len(seen) == len(std) and torch.equal(seen[0], std[0])  # the first selection: std_noise either way
     assert any(not torch.equal(a, b) for a, b in zip(seen, std, strict=True))  # later ones follow the change between steps
+
+
+def test_compile_runs_each_wan_call_as_one_full_graph():
+    """fullgraph=True: no graph break in the transformer call, hooks and RAS processors included."""
+    pipe = WanCall(tiny_wan_pipeline())
+    apply_ras(pipe, ras())
+    eager = pipe(batch=2, height=8, width=12, steps=8, guidance=4.0)
+    remove_ras(pipe)
+    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    compiled = pipe(batch=2, height=8, width=12, steps=8, guidance=4.0)
+    executor = ras_execution(pipe)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    graphs = executor.graphs
+    assert 0 < graphs <= len(executor.keys)  # at most one graph per call shape (the two contexts may share one)
+    contexts = {key[0][-1] for key in executor.keys if key[0][0] in ("capture", "ras")}
+    assert contexts == {"cond", "uncond"}
+    assert torch.equal(pipe(batch=2, height=8, width=12, steps=8, guidance=4.0), compiled)
+    assert executor.graphs == graphs  # a second generation builds nothing
