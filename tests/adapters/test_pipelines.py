@@ -121,6 +121,15 @@ def test_real_runner_with_missing_weights_fails_with_one_line(path, message):
     assert "\n" not in str(info.value)
 
 
+def test_wan_runner_with_missing_weights_fails_with_one_line_and_names_the_tiny_model():
+    from rasfw.runners_diffusers import WanRunner
+
+    with pytest.raises(FileNotFoundError, match=r"^model.path: cannot load '/no/such/wan'.*try model=wan_tiny offline$"):
+        WanRunner(path="/no/such/wan", device="cpu")
+    with pytest.raises(ValueError, match=r"^model.frames must be an integer 4k \+ 1"):
+        WanRunner(path="/no/such/wan", frames=80)
+
+
 def test_real_runner_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
     with pytest.raises(ValueError, match=r"cannot load '.*' as a StableDiffusion3Pipeline: ") as info:
         SD3Runner(path=str(tmp_path), device="cpu")
