@@ -61,12 +61,12 @@ class PipelineRunner(ABC):
 
 @register("runner", "default")
 class MiniRunner(PipelineRunner):
-    """The embedded default model (`rasfw.models.MiniPipeline`), a pixel-space DiT."""
+    """The embedded default model (`rasfw.embedded.models.MiniPipeline`), a pixel-space DiT."""
 
     latent_scale = 1
 
     def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
-        from rasfw.models import load_pipeline
+        from rasfw.embedded.models import load_pipeline
 
         self.pipe = load_pipeline(weights, device=device, dtype=dtype)
         self.weights = self.pipe.weights_source
@@ -78,8 +78,8 @@ class MiniRunner(PipelineRunner):
         pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
         figures compare the updates with where the prompt asks the object to be.
         """
-        from rasfw.data import parse_prompt, render
-        from rasfw.eval import alignment_accuracy, fd, load_evaluator, object_update_share
+        from rasfw.embedded.data import parse_prompt, render
+        from rasfw.embedded.eval import alignment_accuracy, fd, load_evaluator, object_update_share
 
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
         if not keep or images.shape[-2:] != (32, 32):

@@ -73,9 +73,9 @@ def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) ->
 
 def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
     """Run the study; returns `{"rows": [...], "prompts": n, ...}`."""
-    from rasfw.data import prompt_set, render
-    from rasfw.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
-    from rasfw.models import load_pipeline
+    from rasfw.embedded.data import prompt_set, render
+    from rasfw.embedded.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
+    from rasfw.embedded.models import load_pipeline
 
     pipe = pipe if pipe is not None else load_pipeline()
     evaluator = load_evaluator()

@@ -30,8 +30,8 @@ def test_wheel_ships_configs_kernels_and_weights(wheel):
     assert "rasfw/kernels/linear_scatter/triton.py" in names
     for path in (ROOT / "conf").rglob("*.yaml"):
         assert f"rasfw/conf/{path.relative_to(ROOT / 'conf').as_posix()}" in names
-    for path in (ROOT / "rasfw" / "models" / "weights").glob("*.safetensors"):
-        assert f"rasfw/models/weights/{path.name}" in names
+    for path in (ROOT / "rasfw" / "embedded" / "models" / "weights").glob("*.safetensors"):
+        assert f"rasfw/embedded/models/weights/{path.name}" in names
 
 
 def test_unpacked_wheel_runs_the_cli_from_another_folder(wheel, tmp_path):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from rasfw.data import sample_batch
-from rasfw.eval import (
+from rasfw.embedded.data import sample_batch
+from rasfw.embedded.eval import (
     AttributeClassifier,
     alignment_accuracy,
     fd,

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rasfw.models.text import TextEncoder
+from rasfw.embedded.models.text import TextEncoder
 from rasfw.strategies._checks import first_line
 
 __all__ = [

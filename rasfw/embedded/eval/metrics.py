@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rasfw.data import ATTRIBUTES
+from rasfw.embedded.data import ATTRIBUTES
 
 __all__ = [
     "alignment_accuracy",
@@ -29,7 +29,7 @@ def _evaluator(evaluator):
     """The given evaluator, or the shipped one (a small CNN: loading it takes milliseconds)."""
     if evaluator is not None:
         return evaluator
-    from rasfw.eval.classifier import load_evaluator
+    from rasfw.embedded.eval.classifier import load_evaluator
 
     return load_evaluator()
 

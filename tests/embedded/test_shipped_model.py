@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from rasfw.data import make_prompt, prompt_set
-from rasfw.eval import attribute_accuracy, load_evaluator
-from rasfw.models import load_pipeline
-from rasfw.models.pipeline import DEFAULT_WEIGHTS
+from rasfw.embedded.data import make_prompt, prompt_set
+from rasfw.embedded.eval import attribute_accuracy, load_evaluator
+from rasfw.embedded.models import load_pipeline
+from rasfw.embedded.models.pipeline import DEFAULT_WEIGHTS
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""Train the embedded default model on procedural data: ``python -m rasfw.train steps=2000 threads=2``.
+"""Train the embedded default model on procedural data: ``python -m rasfw.embedded.train steps=2000 threads=2``.
 
 Rectified flow as SD3 trains it: ``x_t = (1 - t) x0 + t noise``, the target velocity is ``noise - x0``,
 ``t`` is logit-normal (mean 0, std 1) and the transformer sees ``timestep = 1000 t``, the scale of
 ``FlowMatchEulerDiscreteScheduler``'s timesteps. Prompts are dropped to "" with probability
 ``caption_dropout`` so classifier-free guidance works. AdamW, an EMA of the weights (the EMA is what ships),
-data drawn on the fly from ``rasfw.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
+data drawn on the fly from ``rasfw.embedded.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
 data's masks), where the shapes are decided; 1 is SD3's plain loss. Checkpoints are written every
 ``checkpoint_minutes``, and training stops early, saving, when ``max_minutes`` is spent. The learning-rate
 schedule spans ``steps`` or ``max_minutes``, whichever ends first; ``stop_minutes`` ends a run sooner without
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rasfw.data import sample_batch
-from rasfw.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
+from rasfw.embedded.data import sample_batch
+from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
 
 __all__ = ["train", "rectified_flow_loss", "object_weight_map", "draw_loss_curve"]
 
@@ -258,7 +258,7 @@ def train(cfg) -> dict:
 def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: float, n_params: int, tag: str) -> dict:
     tail = losses[-50:]
     return {
-        "command": " ".join([Path(sys.executable).name, "-m", "rasfw.train", *sys.argv[1:]]),
+        "command": " ".join([Path(sys.executable).name, "-m", "rasfw.embedded.train", *sys.argv[1:]]),
         "status": tag,
         "seed": cfg["seed"],
         "steps": step,
@@ -283,7 +283,7 @@ def main() -> None:
     import hydra
 
     # In a checkout the configs sit in conf/ at the top; an installed package carries them as rasfw.conf.
-    repo_conf = Path(__file__).resolve().parents[1] / "conf"
+    repo_conf = Path(__file__).resolve().parents[2] / "conf"
     config_path = str(repo_conf) if (repo_conf / "train.yaml").is_file() else "pkg://rasfw.conf"
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")

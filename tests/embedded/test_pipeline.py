@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rasfw.models import MiniPipeline, load_pipeline
-from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
+from rasfw.embedded.models import MiniPipeline, load_pipeline
+from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
 
 TINY = {
     "transformer": {
