@@ -141,6 +141,8 @@ class RegionAdaptiveSampler:
             score = self.starvation.adjust(score, state.drop_count)
             selected = self.select(score, state.skips[i + 1])  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
+            if state.record_selection:  # between calls, on the host: no graph sees this copy
+                state.selections[i + 1] = selected.cpu()
             state.drop_count += 1.0
             state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
 

@@ -141,6 +141,9 @@ class RegionState:
         kv_dtype: dtype the image keys/values are stored in; `None`: the model's dtype.
         keep_buffers: keep the buffers between generations (captured CUDA graphs hold their addresses).
         calls: per cache context, the last step at which a call read or wrote its caches.
+        record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
+            the selection over time; off by default: it copies from the device once per RAS step).
+        selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
     """
 
     num_steps: int = 0
@@ -156,6 +159,8 @@ class RegionState:
     kv_dtype: torch.dtype | None = None
     keep_buffers: bool = False
     calls: dict[str, int] = field(default_factory=dict)
+    record_selection: bool = False
+    selections: list[torch.Tensor | None] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -169,6 +174,7 @@ class RegionState:
         self.update_count = None
         self.grid_shape = None
         self.calls.clear()
+        self.selections = [None] * num_steps if self.record_selection else []
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
 
