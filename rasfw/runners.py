@@ -30,9 +30,13 @@ class PipelineRunner(ABC):
 
     @abstractmethod
     def generate(
-        self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int, progress: bool
+        self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int,
+        progress: bool | str,
     ) -> torch.Tensor:
-        """Images `(B, 3, height, width)` in [0, 1], one per prompt, deterministic given `seed`."""
+        """Images `(B, 3, height, width)` in [0, 1], one per prompt, deterministic given `seed`.
+
+        `progress` shows a progress bar; a string is its label (the CLI's "dense", "RAS 0.5").
+        """
 
     def evaluate(
         self,
@@ -110,5 +114,6 @@ class MiniRunner(PipelineRunner):
             height=height,
             width=width,
             generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
             progress=progress,
-        )
+        ).images

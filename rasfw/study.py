@@ -46,7 +46,7 @@ def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None
         for j, start in enumerate(range(0, len(prompts), cfg.batch)):
             chunk = prompts[start : start + cfg.batch]
             gen = torch.Generator().manual_seed(cfg.seed + j)
-            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, progress=False))
+            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, output_type="pt", progress=False).images)
             if state is not None:
                 dense_steps = sum(1 for s in state.skips if s == 0)
                 rows, cols = state.grid_shape
@@ -65,7 +65,7 @@ def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) ->
         apply_ras(pipe, sampler)
     try:
         return counted(lambda: pipe([prompt], num_inference_steps=steps, guidance_scale=cfg.guidance,
-                                    generator=torch.Generator().manual_seed(cfg.seed), progress=False))[1]  # fmt: skip
+                                    generator=torch.Generator().manual_seed(cfg.seed), output_type="pt", progress=False))[1]  # fmt: skip
     finally:
         if sampler is not None:
             remove_ras(pipe)

@@ -14,7 +14,7 @@ def drawn():
     pipe = load_pipeline()
     assert pipe.weights_source == str(DEFAULT_WEIGHTS), "the package must ship trained weights"
     prompts, labels = prompt_set(24, seed=7)
-    images = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0), progress=False)
+    images = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False).images
     return images, labels, prompts
 
 
