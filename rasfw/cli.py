@@ -21,13 +21,31 @@ from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY
 from rasfw.runners import PipelineRunner
-from rasfw.sampler import RegionAdaptiveSampler
+from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
 from rasfw.strategies._checks import first_line, integer, number
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # not a usage error: something failed while running
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
+
+
+PICTURES = ("grid", "heatmap", "selection", "selection_strip")
+"""Summary keys of the pictures a run writes (besides one PNG per image)."""
+
+
+def report(message: str) -> None:
+    """Print `message` for the user and log it (Hydra's job log, `<output dir>/rasfw.log`)."""
+    print(message, flush=True)
+    logging.getLogger("rasfw").info(message)
+
+
+def _run_label(sampler: RegionAdaptiveSampler) -> str:
+    """The RAS run's progress-bar label: "RAS 0.5" for a constant ratio, else the schedule's class."""
+    if isinstance(sampler, DenseSampler):
+        return "dense sampler"
+    value = getattr(sampler.ratio, "value", None)
+    return f"RAS {value:g}" if isinstance(value, float) else f"RAS {type(sampler.ratio).__name__}"
 
 
 class UsageError(ValueError):
@@ -87,11 +105,11 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     runner: PipelineRunner = build(cfg.model, "runner", "model")
     height, width = _size(runner, settings)
     model_name = _choice("model", cfg.model)
-    print(f"model: {model_name} ({runner.weights})", flush=True)
+    report(f"model: {model_name} ({runner.weights})")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    def generate(progress: bool) -> torch.Tensor:
+    def generate(progress: bool | str) -> torch.Tensor:
         return runner.generate(
             settings["prompts"],
             steps=settings["steps"],
@@ -105,12 +123,15 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     execution = OmegaConf.to_container(cfg.execution)
     mode = execution.pop("name")
     state = apply_ras(runner.pipe, sampler, execution=mode, **execution)
+    state.record_selection = True  # for selection.gif; off again before the timed run
+    label = settings["progress"] and _run_label(sampler)
     try:
         if mode == "eager":
-            images, flops = count_flops(lambda: generate(settings["progress"]))
+            images, flops = count_flops(lambda: generate(label))
         else:  # graphs run outside the FLOP counter's reach: count the same calls eagerly, after
-            images, flops = generate(settings["progress"]), None
+            images, flops = generate(label), None
         updates = state.update_count.clone().cpu()  # (B, N)
+        selections, state.record_selection = state.selections, False
         active = state.active_tokens_per_step
         grid_rows, grid_cols = state.grid_shape
         seconds = _timed(lambda: generate(False))
@@ -128,11 +149,11 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
 
     dense_images = dense_flops = dense_seconds = None
     if settings["compare_dense"]:
-        dense_images, dense_flops = count_flops(lambda: generate(settings["progress"]))
+        dense_images, dense_flops = count_flops(lambda: generate(settings["progress"] and "dense"))
         dense_seconds = _timed(lambda: generate(False))
 
     updates = updates.reshape(-1, grid_rows, grid_cols)
-    files = _write_pictures(out, images, dense_images, updates, settings["steps"])
+    files = _write_pictures(out, images, dense_images, updates, selections, sampler, settings["prompts"])
     summary = {
         "model": model_name,
         "weights": runner.weights,
@@ -161,8 +182,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
     skipped = len(settings["prompts"]) - summary.get("evaluated_images", len(settings["prompts"]))
     if skipped:
-        print(f"note: {skipped} of {len(settings['prompts'])} prompts are not in the model's prompt grammar; "
-              "its quality metrics skip them", flush=True)  # fmt: skip
+        report(f"note: {skipped} of {len(settings['prompts'])} prompts are not in the model's prompt grammar; "
+               "its quality metrics skip them")  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -213,22 +234,63 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return None if mse == 0 else 10 * math.log10(1.0 / mse)  # None: identical images (infinite PSNR)
 
 
-def _write_pictures(out: Path, images, dense_images, updates, steps: int) -> dict[str, Any]:
+def _write_pictures(out: Path, images, dense_images, updates, selections, sampler, prompts) -> dict[str, Any]:
+    """Write every picture of a run; return their file names by role.
+
+    Args:
+        images: `(B, 3, H, W)` RAS images; `dense_images` the dense ones or None.
+        updates: `(B, rows, cols)` how often each patch was recomputed, over all steps.
+        selections: per step the `(B, a)` active tokens, None at dense steps.
+    """
+    steps, (b, rows, cols) = len(selections), updates.shape
     scale = max(1, 256 // max(images.shape[-2:]))
-    names = []
-    for i, image in enumerate(images):
-        viz.to_pil(image, scale).save(out / f"ras_{i}.png")
-        names.append(f"ras_{i}.png")
-        if dense_images is not None:
-            viz.to_pil(dense_images[i], scale).save(out / f"dense_{i}.png")
-            names.append(f"dense_{i}.png")
-    overlays = [viz.heatmap_overlay(image, updates[i], steps) for i, image in enumerate(images)]
-    viz.grid_image([overlays], scale).save(out / "heatmap.png")
-    rows = [
-        ([dense_images[i]] if dense_images is not None else []) + [images[i], overlays[i]] for i in range(len(images))
-    ]
-    viz.grid_image(rows, scale).save(out / "grid.png")
-    return {"images": names, "heatmap": "heatmap.png", "grid": "grid.png"}
+    files: dict[str, Any] = {"images": []}
+    for i in range(b):
+        for name, picture in (("ras", images[i]), ("dense", None if dense_images is None else dense_images[i])):
+            if picture is not None:
+                viz.to_pil(picture, scale).save(out / f"{name}_{i}.png")
+                files["images"].append(f"{name}_{i}.png")
+    ras_steps = sum(1 for s in selections if s is not None)
+    dense_steps = steps - ras_steps
+    share = (updates - dense_steps).float() / ras_steps if ras_steps else torch.zeros(b, rows, cols)  # (B, rows, cols)
+    tile = viz.to_pil(images[0], scale).size[::-1]
+    heat = [viz.heatmap(share[i], tile) for i in range(b)]
+    units = viz.HEAT_UNITS if ras_steps else "no RAS steps in this run: every patch recomputed at every step"
+    bar = viz.colour_bar(tile[0], units)
+    heat_header = f"heat map ({ras_steps} RAS steps)"
+    viz.comparison_grid([heat], prompts, [heat_header], side=bar).save(out / "heatmap.png")  # one column per image
+    headers = (["dense"] if dense_images is not None else []) + ["RAS", heat_header]
+    tiles = [
+        ([viz.to_pil(dense_images[i], scale)] if dense_images is not None else []) + [viz.to_pil(images[i], scale), heat[i]]
+        for i in range(b)
+    ]  # fmt: skip
+    viz.comparison_grid(tiles, headers, prompts, side=bar).save(out / "grid.png")
+    actives = [None if s is None else _active_map(s, rows, cols) for s in selections]
+    labels = _step_labels(sampler, selections, rows * cols)
+    viz.save_gif(viz.selection_frames(images, actives, labels, max(1, scale // 2)), out / "selection.gif")
+    headers = [f"{i}\n{'dense' if s is None else f'{s.shape[1] / (rows * cols):.2f}'}" for i, s in enumerate(selections)]
+    viz.selection_strip(images, actives, headers, prompts, max(1, scale // 4)).save(out / "selection.png")
+    return {**files, "heatmap": "heatmap.png", "grid": "grid.png", "selection": "selection.gif", "selection_strip": "selection.png"}
+
+
+def _active_map(selected: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """`(B, a)` active token indices -> `(B, rows, cols)` boolean map."""
+    active = torch.zeros(selected.shape[0], rows * cols, dtype=torch.bool)
+    active.scatter_(1, selected, True)
+    return active.reshape(-1, rows, cols)
+
+
+def _step_labels(sampler: RegionAdaptiveSampler, selections: list, tokens: int) -> list[str]:
+    """Per step: its number (0-based, as `reset.steps` counts), what kind of step it was, and how many patches ran."""
+    steps, labels = len(selections), []
+    for i, selected in enumerate(selections):
+        if selected is not None:
+            a = selected.shape[1]
+            labels.append(f"step {i}/{steps - 1}: RAS, ratio {a / tokens:.2f}: {a} of {tokens} patches recomputed (grey: cached)")
+        else:
+            why = "error reset" if i and sampler.reset.is_dense(i, steps) else "warm-up" if sampler.ratio.ratio(i, steps, tokens) >= 1 or i == 0 else "ratio rounds to every patch"
+            labels.append(f"step {i}/{steps - 1}: dense ({why}): all {tokens} patches recomputed")
+    return labels
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -255,8 +317,10 @@ def _hydra_entry() -> None:
             sys.exit(EXIT_FAILURE)
         keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
-        print(f"summary: {json.dumps(shown)}")
-        print(f"wrote {Path(output_dir) / 'summary.json'}")
+        report(f"summary: {json.dumps(shown)}")
+        written = [*summary["images"], *(summary[k] for k in PICTURES), "summary.json", f"{HydraConfig.get().job.name}.log"]
+        written = [name for name in written if (Path(output_dir) / name).exists()]
+        report(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
 
     task()
 

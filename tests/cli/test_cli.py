@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from rasfw.cli import main
 
@@ -15,6 +16,7 @@ SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "progress=false"]
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rasfw", "sampler=ras", "metric=std_noise", *SMALL, f"hydra.run.dir={tmp_path}"],
@@ -36,9 +38,15 @@ def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
     assert summary["active_tokens_per_step"] == [n, n, n // 2, n // 2, n, n // 2]
     assert 0 < summary["flops_ratio"] < 1 and summary["flops"] < summary["dense_flops"]
     assert summary["max_abs_diff_vs_dense"] > 0
-    for name in [*summary["images"], summary["heatmap"]]:
+    written = [*summary["images"], summary["heatmap"], summary["grid"], summary["selection"], summary["selection_strip"]]
+    for name in written:
         assert (tmp_path / name).stat().st_size > 0
+        assert f"\n  {name}\n" in result.stdout  # the console lists every file it wrote
+    assert Image.open(tmp_path / "selection.gif").n_frames == 6  # one frame per step
+    assert Image.open(tmp_path / "grid.png").width > 3 * 256  # dense | RAS | heat map, and the colour bar
     assert "model: default (" in result.stdout
+    log = (tmp_path / "rasfw.log").read_text()
+    assert "model: default (" in log and "summary: " in log and "selection.gif" in log
 
 
 def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
