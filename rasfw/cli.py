@@ -19,7 +19,7 @@ from rasfw import viz
 from rasfw.build import build
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
-from rasfw.registry import REGISTRY
+from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
 from rasfw.strategies._checks import first_line, integer, number
@@ -27,7 +27,7 @@ from rasfw.strategies._checks import first_line, integer, number
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # not a usage error: something failed while running
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
+STRATEGY_GROUPS = STRATEGY_KINDS  # each strategy kind is a config group of the same name
 
 
 PICTURES = ("grid", "heatmap", "selection", "selection_strip")
