@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw import viz
 from rasfw.build import build
+from rasfw.compare import psnr
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
@@ -175,7 +175,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "dense_flops": dense_flops,
         "flops_ratio": None if dense_flops is None else flops / dense_flops,
         "max_abs_diff_vs_dense": None if dense_images is None else float((images - dense_images).abs().max()),
-        "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
+        "psnr_vs_dense": None if dense_images is None else psnr(images, dense_images),
         **files,
     }
     dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
@@ -227,11 +227,6 @@ def _timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return None if mse == 0 else 10 * math.log10(1.0 / mse)  # None: identical images (infinite PSNR)
 
 
 def _write_pictures(out: Path, images, dense_images, updates, selections, sampler, prompts) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.backends.base import backend_names
+from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.registry import KINDS, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number

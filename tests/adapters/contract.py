@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras, ras_state, remove_ras
+from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras
 from rasfw.backends import TorchBackend
 from rasfw.hooks import find_adapter
 from rasfw.strategies.ratios import ConstantRatio

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from diffusers import SD3Transformer2DModel
 
-from rasfw import REGISTRY, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, register
+from rasfw import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, register
 from rasfw.adapters.sd3 import SD3Adapter
 from rasfw.strategies.metrics import StdNoise
 from rasfw.strategies.ratios import ConstantRatio
@@ -19,6 +18,7 @@ from rasfw.testing import (
     check_starvation_policy,
 )
 from rasfw.testing.tiny import tiny_sd3_loop
+
 
 def test_an_instance_is_checked_as_given():
     check_ratio_schedule(ConstantRatio(0.25, warmup=3))

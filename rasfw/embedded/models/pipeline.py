@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from rasfw.embedded.models.text import TextEncoder
 from rasfw.loop import sd3_denoise
