@@ -32,28 +32,15 @@ __all__ = ["train", "rectified_flow_loss", "object_weight_map", "draw_loss_curve
 
 _ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
 
-DEFAULTS = {
-    "steps": 2000,
-    "batch_size": 64,
-    "lr": 7e-4,
-    "weight_decay": 0.01,
-    "warmup": 100,
-    "min_lr_ratio": 0.1,
-    "ema_decay": 0.995,
-    "caption_dropout": 0.1,
-    "grad_clip": 1.0,
-    "two_object_prob": 0.0,
-    "object_weight": 1.0,
-    "seed": 0,
-    "threads": 2,
-    "out": None,
-    "checkpoint_minutes": 10.0,
-    "max_minutes": None,
-    "stop_minutes": None,
-    "log_every": 10,
-    "model": {},
-    "init": None,
-}
+def defaults() -> dict:
+    """The training settings and their defaults, from their one home: ``conf/train.yaml`` (``rasfw.conf``)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(resources.files("rasfw.conf").joinpath("train.yaml").read_text())
+    cfg.pop("hydra", None)
+    return OmegaConf.to_container(cfg)
 
 
 def rectified_flow_loss(
@@ -101,11 +88,11 @@ def _config(cfg) -> dict:
             cfg = OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover
         pass
-    out = copy.deepcopy(DEFAULTS)
-    unknown = set(cfg) - set(DEFAULTS) - {"hydra"}
+    out = defaults()
+    unknown = set(cfg) - set(out) - {"hydra"}
     if unknown:
-        raise KeyError(f"unknown training settings: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out.update({k: v for k, v in cfg.items() if k in DEFAULTS})
+        raise KeyError(f"unknown training settings: {sorted(unknown)}; known: {sorted(out)}")
+    out.update({k: v for k, v in cfg.items() if k in out})
     return out
 
 

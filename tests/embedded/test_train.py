@@ -129,3 +129,15 @@ def test_stop_minutes_ends_the_run_early_and_saves(tmp_path):
         torch.set_num_threads(threads)
     assert record["steps"] == 1 and record["steps_planned"] == 50
     assert json.loads((tmp_path / "training_record.json").read_text())["status"] == "final"
+
+
+def test_defaults_have_one_home_the_train_config():
+    """train.py reads its defaults from conf/train.yaml: changing the file changes them."""
+    from omegaconf import OmegaConf
+
+    from rasfw.embedded.train import _config, defaults
+
+    shipped = OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml"))
+    shipped.pop("hydra")
+    assert defaults() == shipped and _config({}) == shipped
+    assert _config({"lr": 1e-3})["lr"] == 1e-3
