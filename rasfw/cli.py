@@ -61,7 +61,18 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
-SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose")
+SETTINGS = {
+    "steps": "sampling steps",
+    "guidance": "classifier-free guidance scale (at most 1: no guidance)",
+    "height": "image height in pixels (null: the model's native size)",
+    "width": "image width in pixels (null: the model's native size)",
+    "seed": "seed of the starting noise (image i uses seed + i) and of metric=random",
+    "prompts": "one image per prompt, e.g. 'prompts=[a red circle,a blue square]'",
+    "compare_dense": "also run dense sampling and report speed-up, FLOPs and PSNR against it",
+    "progress": "show progress bars",
+    "verbose": "let diffusers', transformers' and the hub's own warnings through",
+}
+"""The plain top-level keys and what each means (the `--help` text)."""
 GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
@@ -360,10 +371,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     if search_paths:
         _add_search_paths(args, overrides, search_paths)
         overrides, _ = _overrides(args)
+    if help_only and any(a in ("-h", "--help") for a in args):
+        print(_help(search_paths))
+        return
     if not help_only:
         _precheck(overrides)
     sys.argv = [sys.argv[0], *args]
     _hydra_entry()
+
+
+def _help(search_paths: list[str]) -> str:
+    """`--help`: every group's options, plugins' included, and every key explained (rasfw.help)."""
+    from hydra import compose, initialize_config_module
+
+    from rasfw.help import render_help
+
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        cfg = compose("config", return_hydra_config=True)
+    plain = OmegaConf.to_container(cfg)
+    defaults = {**OmegaConf.to_container(cfg.hydra.runtime.choices), **{k: plain.get(k) for k in SETTINGS}}
+    return render_help(GROUPS, SETTINGS, defaults, search_paths)
 
 
 def _quiet_libraries() -> None:

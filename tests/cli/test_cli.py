@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,16 @@ def test_summary_says_which_backend_ran_and_notes_unscored_prompts(tmp_path, cap
         assert summary["backend"] == "torch" and summary["backend_note"].startswith("triton requested: ")
     assert summary["evaluated_images"] == 1
     assert "note: 1 of 2 prompts are not in the model's prompt grammar" in capsys.readouterr().out
+
+
+def test_help_lists_plugin_options_and_explains_every_key(capsys):
+    main(["--help"])
+    text = capsys.readouterr().out
+    assert "metric: edge_energy, l2norm, random, std_noise*" in text  # the installed plugin's option too
+    assert "ratio.value=0.5  share of tokens updated at a RAS step" in text
+    keys = [line.strip() for line in text.splitlines() if re.match(r"^      \w+\.\w+=", line)]
+    assert len(keys) > 20
+    for line in keys:  # every option key: `group.key=default  what it means`
+        assert re.match(r"^\w+\.\w+=\S.*  \S", line), line
+    for setting in ("steps", "guidance", "prompts", "compare_dense"):
+        assert re.search(rf"^  {setting} +\S.*\(default ", text, re.M), setting
