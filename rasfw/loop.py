@@ -7,6 +7,8 @@ through it, so the hooks see exactly the calls a diffusers pipeline makes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tqdm.auto import tqdm
 
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 @torch.no_grad()
 def sd3_denoise(
     transformer: torch.nn.Module,
-    scheduler,
+    scheduler: Any,
     latents: torch.Tensor,
     context: torch.Tensor,
     pooled: torch.Tensor,

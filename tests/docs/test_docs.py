@@ -55,3 +55,16 @@ def test_skipped_blocks_say_why():
         for line in path.read_text().splitlines():
             if line.startswith(SKIP):
                 assert re.match(rf"{SKIP} \(.+\) -->$", line), f"{path.name}: {line}"
+
+
+def test_the_api_reference_covers_every_public_module():
+    import pkgutil
+
+    import rasfw
+
+    documented = set(re.findall(r"^::: (\S+)$", (ROOT / "docs" / "api.md").read_text(), re.M))
+    public = {"rasfw"} | {
+        m.name for m in pkgutil.walk_packages(rasfw.__path__, "rasfw.") if not any(p.startswith("_") for p in m.name.split("."))
+    }
+    assert public - documented == set()
+    assert documented - public == set()  # no page for a module that is gone
