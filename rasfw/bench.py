@@ -265,11 +265,10 @@ class FluxSynthetic(SyntheticPipeline):
         super().__init__(preset, seed)
         self.context_embeds = self.randn(1, preset.context, preset.text_dim)  # (1, T, text_dim)
         self.pooled = self.randn(1, preset.pooled_dim)  # (1, pooled_dim)
+        from rasfw.adapters.flux import latent_image_ids
+
         side = preset.latent_side // preset.patch
-        ids = torch.zeros(side, side, 3)
-        ids[..., 1] = torch.arange(side)[:, None]
-        ids[..., 2] = torch.arange(side)[None, :]
-        self.img_ids = ids.reshape(side * side, 3).to(self.device, self.dtype)  # (N, 3): (0, row, col)
+        self.img_ids = latent_image_ids(side, side).to(self.device, self.dtype)  # (N, 3): (0, row, col)
         self.txt_ids = torch.zeros(preset.context, 3, device=self.device, dtype=self.dtype)  # (T, 3)
 
     def build(self, preset: DictConfig) -> torch.nn.Module:

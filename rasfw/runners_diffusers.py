@@ -47,7 +47,7 @@ class DiffusersRunner(PipelineRunner):
     def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True) -> torch.Tensor:
         prompts = list(prompts)
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-        self.pipe.set_progress_bar_config(disable=not progress)
+        self.pipe.set_progress_bar_config(disable=not progress, desc=progress if isinstance(progress, str) else None)
         with torch.no_grad():
             images = self.pipe(
                 **self.prompt_inputs(prompts),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 
+from rasfw.backends.base import backend_names
 from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
-from rasfw.registry import register
+from rasfw.registry import KINDS, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
 from rasfw.strategies.metrics import StdNoise
@@ -15,7 +17,6 @@ from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
 from rasfw.strategies.starvation import ExpStarvation
 
-_BACKENDS = ("torch", "triton", "auto")
 KV_DTYPES = {"model": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float8_e4m3fn": torch.float8_e4m3fn}
 """`sampler.kv_dtype` choices: the dtype image keys/values are stored in ("model": the model's own)."""
 
@@ -33,7 +34,10 @@ class RegionAdaptiveSampler:
         starvation: lifts often-dropped patches.
         reset: forced dense steps.
         high_ratio: of the tokens to cache, the share taken from the top of the ranking (`h`); the
-            rest come from the bottom. `h = 1` (the reference default) caches the highest-scoring.
+            rest come from the bottom. This default is the CLI's too (`conf/sampler/ras.yaml` repeats it,
+            and a test keeps the two equal): 0 caches the lowest-scoring tokens, which keeps the embedded
+            model's object active. The reference implementation's examples use 1 (its default; Lumina-Next,
+            `+experiment=lumina_next_reference`) and 0.3 (SD3, `+experiment=sd3_reference`).
         kv_cache: active queries attend to cached keys/values of inactive tokens (Eq. 2).
         kv_dtype: dtype the cached image keys/values are stored in: "model" (the model's dtype),
             "bfloat16", "float16" or "float8_e4m3fn"; attention reads them back in the model's dtype.
@@ -52,7 +56,7 @@ class RegionAdaptiveSampler:
         ratio: RatioSchedule | None = None,
         starvation: StarvationPolicy | None = None,
         reset: ResetSchedule | None = None,
-        high_ratio: float = 1.0,
+        high_ratio: float = 0.0,
         kv_cache: bool = True,
         backend: str = "torch",
         seed: int = 0,
@@ -70,8 +74,9 @@ class RegionAdaptiveSampler:
         if kv_dtype not in KV_DTYPES:
             raise ValueError(f"sampler.kv_dtype must be one of {', '.join(KV_DTYPES)}; got {kv_dtype!r}")
         self.kv_dtype = kv_dtype
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
+        backends = backend_names()
+        if backend not in backends:
+            raise ValueError(f"backend must be one of {', '.join(backends)}; got {backend!r}")
         self.backend = backend
         self.seed = integer("seed", seed, f"[{-(2**63)}, {2**64 - 1}]", lambda v: -(2**63) <= v < 2**64)
 
@@ -162,6 +167,8 @@ class RegionAdaptiveSampler:
             score = self.starvation.adjust(score, state.drop_count)
             selected = self.select(score, state.skips[i + 1])  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
+            if state.record_selection:  # between calls, on the host: no graph sees this copy
+                state.selections[i + 1] = selected.cpu()
             state.drop_count += 1.0
             state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
 
@@ -188,11 +195,9 @@ class DenseSampler(RegionAdaptiveSampler):
 
 
 def _check_types(sampler: RegionAdaptiveSampler) -> None:
-    for setting, value, cls in (
-        ("metric", sampler.metric, RegionMetric),
-        ("ratio", sampler.ratio, RatioSchedule),
-        ("starvation", sampler.starvation, StarvationPolicy),
-        ("reset", sampler.reset, ResetSchedule),
-    ):
-        if not isinstance(value, cls):
-            raise TypeError(f"{setting} must be a {cls.__name__}; got {type(value).__name__}")
+    for kind in STRATEGY_KINDS:  # the strategy attributes are named after their kinds
+        module, name = KINDS[kind].interface.split(":")
+        interface = getattr(importlib.import_module(module), name)
+        value = getattr(sampler, kind)
+        if not isinstance(value, interface):
+            raise TypeError(f"{kind} must be a {interface.__name__}; got {type(value).__name__}")

@@ -144,6 +144,9 @@ class RegionState:
         calls: per cache context, the last step at which a call read or wrote its caches.
         scopes: the transformers (by attribute name) called so far in this generation.
         metric_memory: what a metric with `uses_memory` keeps from step to step of this generation.
+        record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
+            the selection over time; off by default: it copies from the device once per RAS step).
+        selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
     """
 
     num_steps: int = 0
@@ -161,6 +164,8 @@ class RegionState:
     calls: dict[str, int] = field(default_factory=dict)
     scopes: set[str] = field(default_factory=set)
     metric_memory: dict = field(default_factory=dict)
+    record_selection: bool = False
+    selections: list[torch.Tensor | None] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -176,6 +181,7 @@ class RegionState:
         self.calls.clear()
         self.scopes.clear()
         self.metric_memory.clear()
+        self.selections = [None] * num_steps if self.record_selection else []
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
+from rasfw.adapters.flux import latent_image_ids as image_ids
+from rasfw.adapters.flux import pack_latents as pack
 from rasfw.tiny import (
     LATENT_CHANNELS,
     POOLED_DIM,
@@ -177,21 +179,6 @@ class FluxLoop:
             out = self.transformer(hidden_states=latents, **inputs, return_dict=False)[0]
             latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
         return latents
-
-
-def pack(latents: torch.Tensor) -> torch.Tensor:
-    """`(B, C, H, W)` -> `(B, H/2 * W/2, C * 4)`, Flux's packing (values ordered channel, py, px)."""
-    b, c, h, w = latents.shape
-    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def image_ids(rows: int, cols: int) -> torch.Tensor:
-    """Flux's image position ids `(rows * cols, 3)`: (0, row, col) in row-major order."""
-    ids = torch.zeros(rows, cols, 3)
-    ids[..., 1] = torch.arange(rows)[:, None]
-    ids[..., 2] = torch.arange(cols)[None, :]
-    return ids.reshape(rows * cols, 3)
 
 
 class WanCall:
