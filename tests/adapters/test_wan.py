@@ -213,3 +213,43 @@ def test_compile_runs_each_wan_call_as_one_full_graph():
     assert contexts == {"cond", "uncond"}
     assert torch.equal(pipe(batch=2, height=8, width=12, steps=8, guidance=4.0), compiled)
     assert executor.graphs == graphs  # a second generation builds nothing
+
+
+def test_image_to_video_layout_partial_forward_matches_dense_at_active_tokens():
+    """Wan I2V: the cross-attention also attends to image-encoder tokens (added k/v); RAS leaves it alone."""
+    from diffusers import WanTransformer3DModel
+
+    from rasfw import ForwardPlan, RegionState
+    from rasfw.adapters.wan import WanAdapter
+    from rasfw.backends import TorchBackend
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=8, out_channels=4,
+        text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, image_dim=16, added_kv_proj_dim=24,
+        rope_max_seq_len=32,
+    ).eval()  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    inputs = {
+        "hidden_states": torch.randn(2, 8, 2, 6, 8, generator=gen),  # latent + condition channels
+        "timestep": torch.tensor([500.0, 700.0]),
+        "encoder_hidden_states": torch.randn(2, 512, TEXT_DIM, generator=gen),  # Wan's fixed 512 text tokens
+        "encoder_hidden_states_image": torch.randn(2, 5, 16, generator=gen),
+    }
+    adapter, state = WanAdapter(), RegionState()
+    adapter.install(transformer, state, TorchBackend())
+    state.grid = adapter.call_grid((), inputs)
+    assert state.grid.channels == 4 and state.grid.num_tokens == 2 * 3 * 4
+    index = torch.stack([torch.randperm(24, generator=gen)[:7].sort().values for _ in range(2)])  # (2, 7)
+    caches = state.context_caches("default")
+    with torch.no_grad():
+        state.forward = ForwardPlan(None, capture=True, caches=caches)
+        adapter.prepare(transformer, state.forward, (), inputs)
+        dense = transformer(**inputs, return_dict=False)[0]
+        state.forward = ForwardPlan(index, caches=caches)
+        partial = transformer(**inputs, return_dict=False)[0]
+    adapter.remove(transformer)
+    grid = adapter.grid(dense)
+    d, p = grid.to_tokens(dense), grid.to_tokens(partial)  # (B, N, P, C)
+    take = index[:, :, None, None].expand(-1, -1, *d.shape[2:])
+    torch.testing.assert_close(torch.gather(p, 1, take), torch.gather(d, 1, take), rtol=1e-4, atol=1e-5)
