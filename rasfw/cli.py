@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -17,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw import job, viz
 from rasfw.build import build
+from rasfw.compare import psnr
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
-from rasfw.registry import REGISTRY
+from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
 from rasfw.strategies._checks import first_line, integer, number
@@ -27,7 +27,25 @@ from rasfw.strategies._checks import first_line, integer, number
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # not a usage error: something failed while running
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-STRATEGY_GROUPS = ("metric", "ratio", "starvation", "reset")
+STRATEGY_GROUPS = STRATEGY_KINDS  # each strategy kind is a config group of the same name
+
+
+PICTURES = ("grid", "heatmap", "selection", "selection_strip")
+"""Summary keys of the pictures a run writes (besides one PNG per image)."""
+
+
+def report(message: str) -> None:
+    """Print `message` for the user and log it (Hydra's job log, `<output dir>/rasfw.log`)."""
+    print(message, flush=True)
+    logging.getLogger("rasfw").info(message)
+
+
+def _run_label(sampler: RegionAdaptiveSampler) -> str:
+    """The RAS run's progress-bar label: "RAS 0.5" for a constant ratio, else the schedule's class."""
+    if isinstance(sampler, DenseSampler):
+        return "dense sampler"
+    value = getattr(sampler.ratio, "value", None)
+    return f"RAS {value:g}" if isinstance(value, float) else f"RAS {type(sampler.ratio).__name__}"
 
 
 class UsageError(ValueError):
@@ -43,6 +61,25 @@ def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
 
 
+SETTINGS = {
+    "steps": "sampling steps",
+    "guidance": "classifier-free guidance scale (at most 1: no guidance)",
+    "height": "image height in pixels (null: the model's native size)",
+    "width": "image width in pixels (null: the model's native size)",
+    "seed": "seed of the starting noise (image i uses seed + i) and of metric=random",
+    "prompts": "one image per prompt, e.g. 'prompts=[a red circle,a blue square]'",
+    "compare_dense": "also run dense sampling and report speed-up, FLOPs and PSNR against it",
+    "progress": "show progress bars",
+    "verbose": "let diffusers', transformers' and the hub's own warnings through",
+    "match_flops": "with sampler=dense: sample with the step count whose FLOPs match RAS with this config's strategies",
+    "eval": "evaluation: prompts (N: the first N of the fixed prompt set; null: the prompts list), prompt_seed, "
+            "batch (prompts per call), baseline_cache (folder reusing the dense baseline; null: none)",
+    "timing": "warmup (untimed runs of each) and repeats (median of that many alternating runs; 0: no speed-up)",
+}  # fmt: skip
+"""The plain top-level keys and what each means (the `--help` text)."""
+GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution", "cache")
+
+
 def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdaptiveSampler, Any]:
     """The sampler (validated against the step count) and the step cache of a config."""
     sampler = build_sampler(cfg)
@@ -54,11 +91,6 @@ def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdapt
             "steps, and RAS changes which tokens a step computes"
         )
     return sampler, cache
-
-
-SETTINGS = ("steps", "guidance", "height", "width", "seed", "prompts", "compare_dense", "progress", "verbose",
-            "eval", "timing", "match_flops")  # fmt: skip
-GROUPS = ("model", "sampler", *STRATEGY_GROUPS, "backend", "execution", "cache")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
@@ -108,7 +140,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any] | None
     model_name = _choice("model", cfg.model)
     with job.distributed() as (rank, world):
         if rank == 0:
-            print(f"model: {model_name} ({runner.weights})", flush=True)
+            report(f"model: {model_name} ({runner.weights})")
         return _run(cfg, Path(output_dir), settings, sampler, cache, runner, (height, width), rank, world)
 
 
@@ -120,21 +152,27 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
     if settings["match_flops"] and is_dense:
         steps = _matched_steps(cfg, runner, sampler, size, settings)
 
-    def make(chunk: list[str], start: int, at_steps: int = steps, progress: bool = False) -> torch.Tensor:
+    def make(chunk: list[str], start: int, at_steps: int = steps, progress: bool | str = False) -> torch.Tensor:
         return runner.generate(chunk, steps=at_steps, guidance=settings["guidance"], height=height, width=width,
                                seed=settings["seed"] + start, progress=progress)  # fmt: skip
 
     execution = OmegaConf.to_container(cfg.execution)
     mode = execution.pop("name")
+    label = settings["progress"] and rank == 0 and _run_label(sampler)
+    first: dict[str, Any] = {}  # the pictures show the first call's prompts, with its selections
     with _method(runner, sampler, cache, mode, execution) as state:
 
         def make_counted(chunk: list[str], start: int) -> tuple[torch.Tensor, torch.Tensor]:
-            images = make(chunk, start, progress=settings["progress"] and rank == 0)
+            state.record_selection = start == 0
+            images = make(chunk, start, progress=label)
+            if start == 0:
+                first["selections"] = state.selections
             return images, state.update_count.clone().cpu()  # (B, N)
 
         generated = job.generate_all(prompts, settings["batch"], make_counted, rank, world, count=mode == "eager")
+        state.record_selection = False
         active = state.active_tokens_per_step
-        grid_rows, grid_cols = state.grid_shape
+        grid_shape = state.grid_shape  # (frames, rows, cols)
         backend, backend_note = ras_backend(runner.pipe).ran()
         executed = ras_execution(runner.pipe).describe()
     images, updates, flops = generated.images, generated.extras, generated.flops
@@ -152,9 +190,17 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
     dense_images = None if baseline is None else baseline["images"]
     dense_flops = None if baseline is None else baseline["flops"]
 
-    updates = updates.reshape(-1, grid_rows, grid_cols)
+    updates = updates.reshape(-1, *grid_shape)  # (B, frames, rows, cols)
+    tokens = updates[0].numel()
+    shown = min(settings["batch"], len(prompts))
+    dense_shown = None if dense_images is None else dense_images[:shown]
     out.mkdir(parents=True, exist_ok=True)
-    files = _write_pictures(out, images[:SHOWN], None if dense_images is None else dense_images[:SHOWN], updates[:SHOWN], steps)
+    if images.ndim == 5:  # videos (B, frames, 3, H, W)
+        files = _write_videos(out, images[:shown], dense_shown, updates[:shown], first["selections"], prompts[:shown])
+    else:
+        updates = updates[:, 0]  # images: one frame, (B, rows, cols)
+        files = _write_pictures(out, images[:shown], dense_shown, updates[:shown], first["selections"], sampler,
+                                prompts[:shown])  # fmt: skip
     summary = {
         "model": _choice("model", cfg.model),
         "weights": runner.weights,
@@ -174,7 +220,7 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
         "prompts": prompts if settings["eval_prompts"] is None else f"prompt_set({len(prompts)}, seed={settings['prompt_seed']})",
         "prompt_count": len(prompts),
         "processes": world,
-        "tokens": grid_rows * grid_cols,
+        "tokens": tokens,
         "active_tokens_per_step": active,
         **timing,
         "flops": flops,
@@ -182,22 +228,19 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
         "flops_ratio": None if dense_flops is None else flops / dense_flops,
         "dense_baseline": None if baseline is None else baseline["origin"],
         "max_abs_diff_vs_dense": None if dense_images is None else float((images - dense_images).abs().max()),
-        "psnr_vs_dense": None if dense_images is None else _psnr(images, dense_images),
+        "psnr_vs_dense": None if dense_images is None else psnr(images, dense_images),
         **files,
     }
-    dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
+    dense_steps = sum(1 for a in active if a == tokens)
     summary.update(runner.evaluate(prompts, images, dense_images, updates - dense_steps))
     skipped = len(prompts) - summary.get("evaluated_images", len(prompts))
     if skipped:
-        print(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
-              "its quality metrics skip them", flush=True)  # fmt: skip
+        report(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
+               "its quality metrics skip them")  # fmt: skip
     summary["settings"] = job.resolved_settings(cfg, _choices(), GROUPS)
     summary["overrides"] = _task_overrides()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-SHOWN = 16  # images written as pictures (the summary covers all of them)
 
 
 @contextlib.contextmanager
@@ -335,27 +378,106 @@ def _size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, int]:
     return height, width
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return None if mse == 0 else 10 * math.log10(1.0 / mse)  # None: identical images (infinite PSNR)
+def _write_pictures(out: Path, images, dense_images, updates, selections, sampler, prompts) -> dict[str, Any]:
+    """Write every picture of a run; return their file names by role.
 
-
-def _write_pictures(out: Path, images, dense_images, updates, steps: int) -> dict[str, Any]:
+    Args:
+        images: `(B, 3, H, W)` RAS images; `dense_images` the dense ones or None.
+        updates: `(B, rows, cols)` how often each patch was recomputed, over all steps.
+        selections: per step the `(B, a)` active tokens, None at dense steps.
+    """
+    steps, (b, rows, cols) = len(selections), updates.shape
     scale = max(1, 256 // max(images.shape[-2:]))
+    files: dict[str, Any] = {"images": []}
+    for i in range(b):
+        for name, picture in (("ras", images[i]), ("dense", None if dense_images is None else dense_images[i])):
+            if picture is not None:
+                viz.to_pil(picture, scale).save(out / f"{name}_{i}.png")
+                files["images"].append(f"{name}_{i}.png")
+    ras_steps = sum(1 for s in selections if s is not None)
+    dense_steps = steps - ras_steps
+    share = (updates - dense_steps).float() / ras_steps if ras_steps else torch.zeros(b, rows, cols)  # (B, rows, cols)
+    tile = viz.to_pil(images[0], scale).size[::-1]
+    heat = [viz.heatmap(share[i], tile) for i in range(b)]
+    units = viz.HEAT_UNITS if ras_steps else "no RAS steps in this run: every patch recomputed at every step"
+    bar = viz.colour_bar(tile[0], units)
+    heat_header = f"heat map ({ras_steps} RAS steps)"
+    viz.comparison_grid([heat], prompts, [heat_header], side=bar).save(out / "heatmap.png")  # one column per image
+    headers = (["dense"] if dense_images is not None else []) + ["RAS", heat_header]
+    tiles = [
+        ([viz.to_pil(dense_images[i], scale)] if dense_images is not None else []) + [viz.to_pil(images[i], scale), heat[i]]
+        for i in range(b)
+    ]  # fmt: skip
+    viz.comparison_grid(tiles, headers, prompts, side=bar).save(out / "grid.png")
+    actives = [None if s is None else _active_map(s, rows, cols) for s in selections]
+    labels = _step_labels(sampler, selections, rows * cols)
+    viz.save_gif(viz.selection_frames(images, actives, labels, max(1, scale // 2)), out / "selection.gif")
+    headers = [f"{i}\n{'dense' if s is None else f'{s.shape[1] / (rows * cols):.2f}'}" for i, s in enumerate(selections)]
+    viz.selection_strip(images, actives, headers, prompts, max(1, scale // 4)).save(out / "selection.png")
+    return {**files, "heatmap": "heatmap.png", "grid": "grid.png", "selection": "selection.gif", "selection_strip": "selection.png"}
+
+
+def _active_map(selected: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """`(B, a)` active token indices -> `(B, rows, cols)` boolean map."""
+    active = torch.zeros(selected.shape[0], rows * cols, dtype=torch.bool)
+    active.scatter_(1, selected, True)
+    return active.reshape(-1, rows, cols)
+
+
+def _step_labels(sampler: RegionAdaptiveSampler, selections: list, tokens: int) -> list[str]:
+    """Per step: its number (0-based, as `reset.steps` counts), what kind of step it was, and how many patches ran."""
+    steps, labels = len(selections), []
+    for i, selected in enumerate(selections):
+        if selected is not None:
+            a = selected.shape[1]
+            labels.append(f"step {i}/{steps - 1}: RAS, ratio {a / tokens:.2f}: {a} of {tokens} patches recomputed (grey: cached)")
+        else:
+            why = "error reset" if i and sampler.reset.is_dense(i, steps) else "warm-up" if sampler.ratio.ratio(i, steps, tokens) >= 1 or i == 0 else "ratio rounds to every patch"
+            labels.append(f"step {i}/{steps - 1}: dense ({why}): all {tokens} patches recomputed")
+    return labels
+
+
+def _write_videos(out: Path, videos, dense_videos, updates, selections, prompts) -> dict[str, Any]:
+    """Write the pictures of a video run; return their file names by role.
+
+    Per video `ras_<i>.gif` (and `dense_<i>.gif`), and `heatmap_<i>.gif`: each frame beside the heat map of
+    the latent frame it was decoded from; `heatmap.png`: a row per video, a column per latent frame;
+    `grid.png`: the middle frame, dense | RAS | heat map.
+
+    Args:
+        videos: `(B, F, 3, H, W)` RAS videos; `dense_videos` the dense ones or None.
+        updates: `(B, latent frames, rows, cols)` how often each token was recomputed, over all steps.
+        selections: per step the `(B, a)` active tokens, None at dense steps.
+        prompts: one per video (the captions).
+    """
+    b, frames, latent = videos.shape[0], videos.shape[1], updates.shape[1]
+    scale = max(1, 256 // max(videos.shape[-2:]))
+    ras_steps = sum(1 for s in selections if s is not None)
+    share = (updates - (len(selections) - ras_steps)).float() / max(ras_steps, 1)  # (B, latent frames, rows, cols)
+    ms = 125  # 8 frames per second
     names = []
-    for i, image in enumerate(images):
-        viz.to_pil(image, scale).save(out / f"ras_{i}.png")
-        names.append(f"ras_{i}.png")
-        if dense_images is not None:
-            viz.to_pil(dense_images[i], scale).save(out / f"dense_{i}.png")
-            names.append(f"dense_{i}.png")
-    overlays = [viz.heatmap_overlay(image, updates[i], steps) for i, image in enumerate(images)]
-    viz.grid_image([overlays], scale).save(out / "heatmap.png")
-    rows = [
-        ([dense_images[i]] if dense_images is not None else []) + [images[i], overlays[i]] for i in range(len(images))
+    for i in range(b):
+        viz.save_gif([viz.to_pil(frame, scale) for frame in videos[i]], out / f"ras_{i}.gif", ms)
+        names.append(f"ras_{i}.gif")
+        if dense_videos is not None:
+            viz.save_gif([viz.to_pil(frame, scale) for frame in dense_videos[i]], out / f"dense_{i}.gif", ms)
+            names.append(f"dense_{i}.gif")
+        viz.save_gif(viz.video_heatmap_frames(videos[i], share[i], scale), out / f"heatmap_{i}.gif", ms)
+        names.append(f"heatmap_{i}.gif")
+    tile = viz.to_pil(videos[0, 0], scale).size[::-1]
+    bar = viz.colour_bar(tile[0], viz.HEAT_UNITS if ras_steps else "no RAS steps in this run")
+    captions = list(prompts)
+    strips = [[viz.heatmap(share[i, f], tile) for f in range(latent)] for i in range(b)]
+    viz.comparison_grid(strips, [f"latent frame {f}" for f in range(latent)], captions, side=bar).save(out / "heatmap.png")
+    middle = frames // 2
+    tiles = [
+        ([viz.to_pil(dense_videos[i, middle], scale)] if dense_videos is not None else [])
+        + [viz.to_pil(videos[i, middle], scale), viz.heatmap(share[i, viz.latent_frame_of(middle, frames, latent)], tile)]
+        for i in range(b)
     ]
-    viz.grid_image(rows, scale).save(out / "grid.png")
-    return {"images": names, "heatmap": "heatmap.png", "grid": "grid.png"}
+    headers = (["dense"] if dense_videos is not None else []) + ["RAS", f"heat map ({ras_steps} RAS steps)"]
+    viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions, side=bar).save(out / "grid.png")
+    return {"videos": names, "heatmap": "heatmap.png", "grid": "grid.png"}
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -384,8 +506,11 @@ def _hydra_entry() -> None:
             return
         keys = ("execution", "graphs", "speedup", "speedup_note", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
-        print(f"summary: {json.dumps(shown)}")
-        print(f"wrote {Path(output_dir) / 'summary.json'}")
+        report(f"summary: {json.dumps(shown)}")
+        files = [*summary.get("images", []), *summary.get("videos", []), *(summary[k] for k in PICTURES if k in summary)]
+        written = [*files, "summary.json", f"{HydraConfig.get().job.name}.log"]
+        written = [name for name in written if (Path(output_dir) / name).exists()]
+        report(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
 
     task()
 
@@ -430,10 +555,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     if search_paths:
         _add_search_paths(args, overrides, search_paths)
         overrides, _ = _overrides(args)
+    if help_only and any(a in ("-h", "--help") for a in args):
+        print(_help(search_paths))
+        return
     if not help_only:
         _precheck(overrides)
     sys.argv = [sys.argv[0], *args]
     _hydra_entry()
+
+
+def _help(search_paths: list[str]) -> str:
+    """`--help`: every group's options, plugins' included, and every key explained (rasfw.help)."""
+    from hydra import compose, initialize_config_module
+
+    from rasfw.help import render_help
+
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        cfg = compose("config", return_hydra_config=True)
+    plain = OmegaConf.to_container(cfg)
+    defaults = {**OmegaConf.to_container(cfg.hydra.runtime.choices), **{k: plain.get(k) for k in SETTINGS}}
+    return render_help(GROUPS, SETTINGS, defaults, search_paths)
 
 
 def _quiet_libraries() -> None:

@@ -35,7 +35,7 @@ BASELINE_FORMAT = 1  # bump when the cached baseline's contents change
 
 def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     """Validate `eval.*`, `timing.*` and `match_flops`; return them as plain values."""
-    from rasfw.data import prompt_set
+    from rasfw.embedded.data import prompt_set
 
     ev, timing = _section(cfg, "eval", ("prompts", "prompt_seed", "batch", "baseline_cache")), _section(
         cfg, "timing", ("repeats", "warmup")

@@ -14,20 +14,46 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
-KINDS = ("metric", "ratio", "starvation", "reset", "adapter", "backend", "execution", "sampler", "runner", "cache", "callback")
-# Built-ins whose import is heavy (diffusers) are imported when their kind is first looked up.
-LAZY_BUILTINS = {
-    "adapter": "rasfw.adapters",
-    "execution": "rasfw.execution",
-    "sampler": "rasfw.sampler",
-    "runner": "rasfw.runners_diffusers",
-    "cache": "rasfw.caches",
-    "callback": "rasfw.report",
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registered class.
+
+    Attributes:
+        interface: `"module:Class"` every class of the kind must subclass (checked at registration).
+        lazy: module that registers the built-ins, imported when the kind is first looked up (heavy
+            imports such as diffusers wait until then); None: registered when `rasfw` is imported.
+        strategy: a strategy of the sampler, with a config group of the same name (`metric=<name>`).
+    """
+
+    interface: str
+    lazy: str | None = None
+    strategy: bool = False
+
+
+KINDS: dict[str, Kind] = {
+    "metric": Kind("rasfw.interfaces:RegionMetric", strategy=True),
+    "ratio": Kind("rasfw.interfaces:RatioSchedule", strategy=True),
+    "starvation": Kind("rasfw.interfaces:StarvationPolicy", strategy=True),
+    "reset": Kind("rasfw.interfaces:ResetSchedule", strategy=True),
+    "adapter": Kind("rasfw.interfaces:ModelAdapter", lazy="rasfw.adapters"),
+    "backend": Kind("rasfw.backends.base:TokenBackend"),
+    "execution": Kind("rasfw.execution.base:Executor", lazy="rasfw.execution"),
+    "sampler": Kind("rasfw.sampler:RegionAdaptiveSampler", lazy="rasfw.sampler"),
+    "runner": Kind("rasfw.runners:PipelineRunner", lazy="rasfw.runners_diffusers"),
+    "cache": Kind("rasfw.caches:StepCache", lazy="rasfw.caches"),
+    "callback": Kind("hydra.experimental.callback:Callback", lazy="rasfw.report"),
 }
+"""Every kind the registry knows: the one list of kinds (the CLI's groups and the checks derive from it)."""
+
+STRATEGY_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.strategy)
+"""The sampler's strategy kinds, in the order the sampler takes them: metric, ratio, starvation, reset."""
 
 T = TypeVar("T")
 
@@ -35,7 +61,7 @@ T = TypeVar("T")
 class Registry:
     """One name -> class table per strategy kind, with lazy plugin discovery."""
 
-    def __init__(self, kinds: Iterable[str] = KINDS, entry_point_group: str = ENTRY_POINT_GROUP) -> None:
+    def __init__(self, kinds: Iterable[str] = tuple(KINDS), entry_point_group: str = ENTRY_POINT_GROUP) -> None:
         self._tables: dict[str, dict[str, type]] = {kind: {} for kind in kinds}
         self._entry_point_group = entry_point_group
         self._plugins_loaded = False
@@ -112,7 +138,7 @@ class Registry:
         return list(self._search_paths)
 
     def _load_lazy(self, kind: str) -> None:
-        module = LAZY_BUILTINS.get(kind)
+        module = KINDS[kind].lazy if kind in KINDS else None
         if module is not None and self._entry_point_group == ENTRY_POINT_GROUP:
             importlib.import_module(module)
 
@@ -126,24 +152,9 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_INTERFACES = {
-    "metric": "rasfw.interfaces:RegionMetric",
-    "ratio": "rasfw.interfaces:RatioSchedule",
-    "starvation": "rasfw.interfaces:StarvationPolicy",
-    "reset": "rasfw.interfaces:ResetSchedule",
-    "adapter": "rasfw.interfaces:ModelAdapter",
-    "backend": "rasfw.backends.base:TokenBackend",
-    "execution": "rasfw.execution.base:Executor",
-    "sampler": "rasfw.sampler:RegionAdaptiveSampler",
-    "runner": "rasfw.runners:PipelineRunner",
-    "cache": "rasfw.caches:StepCache",
-    "callback": "hydra.experimental.callback:Callback",
-}
-
-
 def _check_implements(kind: str, cls: type) -> None:
     """Validate at registration that `cls` implements the interface of `kind`."""
-    path = _INTERFACES.get(kind)
+    path = KINDS[kind].interface if kind in KINDS else None
     if path is not None:
         module, name = path.split(":")
         expected = cls if cls.__name__ == name and cls.__module__ == module else getattr(importlib.import_module(module), name)

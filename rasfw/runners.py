@@ -30,9 +30,13 @@ class PipelineRunner(ABC):
 
     @abstractmethod
     def generate(
-        self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int, progress: bool
+        self, prompts: list[str], *, steps: int, guidance: float, height: int, width: int, seed: int,
+        progress: bool | str,
     ) -> torch.Tensor:
-        """Images `(B, 3, height, width)` in [0, 1], one per prompt, deterministic given `seed`."""
+        """Images `(B, 3, height, width)` in [0, 1], one per prompt, deterministic given `seed`.
+
+        `progress` shows a progress bar; a string is its label (the CLI's "dense", "RAS 0.5").
+        """
 
     def evaluate(
         self,
@@ -61,12 +65,12 @@ class PipelineRunner(ABC):
 
 @register("runner", "default")
 class MiniRunner(PipelineRunner):
-    """The embedded default model (`rasfw.models.MiniPipeline`), a pixel-space DiT."""
+    """The embedded default model (`rasfw.embedded.models.MiniPipeline`), a pixel-space DiT."""
 
     latent_scale = 1
 
     def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
-        from rasfw.models import load_pipeline
+        from rasfw.embedded.models import load_pipeline
 
         self.pipe = load_pipeline(weights, device=device, dtype=dtype)
         self.weights = self.pipe.weights_source
@@ -78,8 +82,8 @@ class MiniRunner(PipelineRunner):
         pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
         figures compare the updates with where the prompt asks the object to be.
         """
-        from rasfw.data import parse_prompt, render
-        from rasfw.eval import alignment_accuracy, fd, load_evaluator, object_update_share
+        from rasfw.embedded.data import parse_prompt, render
+        from rasfw.embedded.eval import alignment_accuracy, fd, load_evaluator, object_update_share
 
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
         if not keep or images.shape[-2:] != (32, 32):
@@ -110,5 +114,6 @@ class MiniRunner(PipelineRunner):
             height=height,
             width=width,
             generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
             progress=progress,
-        )
+        ).images

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 
+from rasfw.backends.base import backend_names
 from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
-from rasfw.registry import register
+from rasfw.registry import KINDS, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
 from rasfw.strategies.metrics import StdNoise
@@ -15,7 +17,6 @@ from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
 from rasfw.strategies.starvation import ExpStarvation
 
-_BACKENDS = ("torch", "triton", "auto")
 COUNTS = ("exact", "reference")
 """`sampler.count` choices: how the cached tokens split between the top and the bottom of the ranking."""
 KV_DTYPES = {"model": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float8_e4m3fn": torch.float8_e4m3fn}
@@ -35,7 +36,10 @@ class RegionAdaptiveSampler:
         starvation: lifts often-dropped patches.
         reset: forced dense steps.
         high_ratio: of the tokens to cache, the share taken from the top of the ranking (`h`); the
-            rest come from the bottom. `h = 1` (the reference default) caches the highest-scoring.
+            rest come from the bottom. This default is the CLI's too (`conf/sampler/ras.yaml` repeats it,
+            and a test keeps the two equal): 0 caches the lowest-scoring tokens, which keeps the embedded
+            model's object active. The reference implementation's examples use 1 (its default; Lumina-Next,
+            `+experiment=lumina_next_reference`) and 0.3 (SD3, `+experiment=sd3_reference`).
         kv_cache: active queries attend to cached keys/values of inactive tokens (Eq. 2).
         kv_dtype: dtype the cached image keys/values are stored in: "model" (the model's dtype),
             "bfloat16", "float16" or "float8_e4m3fn"; attention reads them back in the model's dtype.
@@ -57,7 +61,7 @@ class RegionAdaptiveSampler:
         ratio: RatioSchedule | None = None,
         starvation: StarvationPolicy | None = None,
         reset: ResetSchedule | None = None,
-        high_ratio: float = 1.0,
+        high_ratio: float = 0.0,
         kv_cache: bool = True,
         backend: str = "torch",
         seed: int = 0,
@@ -76,8 +80,9 @@ class RegionAdaptiveSampler:
         if kv_dtype not in KV_DTYPES:
             raise ValueError(f"sampler.kv_dtype must be one of {', '.join(KV_DTYPES)}; got {kv_dtype!r}")
         self.kv_dtype = kv_dtype
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
+        backends = backend_names()
+        if backend not in backends:
+            raise ValueError(f"backend must be one of {', '.join(backends)}; got {backend!r}")
         self.backend = backend
         if count not in COUNTS:
             raise ValueError(f"sampler.count must be one of {', '.join(COUNTS)}; got {count!r}")
@@ -125,7 +130,7 @@ class RegionAdaptiveSampler:
         and the active indices are copied into the fixed `(batch, a)` index buffer of the state.
         """
         if state.skips is None:
-            state.grid_shape = (grid.rows, grid.cols)
+            state.grid = grid
             state.kv_dtype = KV_DTYPES[self.kv_dtype]
             n = grid.num_tokens
             state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
@@ -145,6 +150,26 @@ class RegionAdaptiveSampler:
         state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
         return state.forward
 
+    def switch_model(self, state: RegionState, scope: str) -> None:
+        """The pipeline moved on to another transformer (`scope`) mid-generation (Wan 2.2's boundary).
+
+        Keys, values and outputs cached by one model are not valid for another, so the current step
+        becomes dense: it fills `scope`'s caches, and its planned selection is withdrawn (the drop counts
+        it added are taken back). The caches filled so far are freed, unless captured graphs hold them
+        (`keep_buffers`).
+        """
+        i = state.step
+        if state.skips is not None and i < len(state.skips):
+            state.skips[i] = 0
+        if state.active is not None:
+            state.drop_count -= 1.0
+            state.drop_count.scatter_add_(1, state.active, torch.ones_like(state.active, dtype=torch.float32))
+            state.active = None
+        state.calls.clear()  # every context is refilled by this dense step
+        if not state.keep_buffers:
+            state.caches.clear()  # the previous model's caches; `scope`'s own, if any, are stale too
+        state.scopes.clear()
+
     def observe(self, state: RegionState, model_output: torch.Tensor, grid: TokenGrid) -> None:
         """After the model output of the current step: count updates, choose the next step's tokens."""
         images, n = model_output.shape[0], grid.num_tokens
@@ -162,10 +187,13 @@ class RegionAdaptiveSampler:
         state.active = None
         if i + 1 < state.num_steps and state.skips[i + 1] > 0:
             tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
-            score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
+            memory = {"memory": state.metric_memory} if self.metric.uses_memory else {}
+            score = self.metric.score(tokens, grid, state.generator, **memory).float()  # (B, N)
             score = self.starvation.adjust(score, state.drop_count)
             selected = self.select(score, self.planned_skip(i + 1, state.num_steps, n))  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)
+            if state.record_selection:  # between calls, on the host: no graph sees this copy
+                state.selections[i + 1] = selected.cpu()
             state.drop_count += 1.0
             state.drop_count.scatter_add_(1, state.active, torch.full_like(state.active, -1.0, dtype=torch.float32))
 
@@ -192,11 +220,9 @@ class DenseSampler(RegionAdaptiveSampler):
 
 
 def _check_types(sampler: RegionAdaptiveSampler) -> None:
-    for setting, value, cls in (
-        ("metric", sampler.metric, RegionMetric),
-        ("ratio", sampler.ratio, RatioSchedule),
-        ("starvation", sampler.starvation, StarvationPolicy),
-        ("reset", sampler.reset, ResetSchedule),
-    ):
-        if not isinstance(value, cls):
-            raise TypeError(f"{setting} must be a {cls.__name__}; got {type(value).__name__}")
+    for kind in STRATEGY_KINDS:  # the strategy attributes are named after their kinds
+        module, name = KINDS[kind].interface.split(":")
+        interface = getattr(importlib.import_module(module), name)
+        value = getattr(sampler, kind)
+        if not isinstance(value, interface):
+            raise TypeError(f"{kind} must be a {interface.__name__}; got {type(value).__name__}")

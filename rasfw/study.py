@@ -46,10 +46,10 @@ def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None
         for j, start in enumerate(range(0, len(prompts), cfg.batch)):
             chunk = prompts[start : start + cfg.batch]
             gen = torch.Generator().manual_seed(cfg.seed + j)
-            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, progress=False))
+            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, output_type="pt", progress=False).images)
             if state is not None:
                 dense_steps = sum(1 for s in state.skips if s == 0)
-                rows, cols = state.grid_shape
+                _, rows, cols = state.grid_shape  # one frame
                 counts.append((state.update_count.cpu() - dense_steps).reshape(-1, rows, cols))
     finally:
         if state is not None:
@@ -65,7 +65,7 @@ def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) ->
         apply_ras(pipe, sampler)
     try:
         return counted(lambda: pipe([prompt], num_inference_steps=steps, guidance_scale=cfg.guidance,
-                                    generator=torch.Generator().manual_seed(cfg.seed), progress=False))[1]  # fmt: skip
+                                    generator=torch.Generator().manual_seed(cfg.seed), output_type="pt", progress=False))[1]  # fmt: skip
     finally:
         if sampler is not None:
             remove_ras(pipe)
@@ -73,9 +73,9 @@ def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) ->
 
 def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
     """Run the study; returns `{"rows": [...], "prompts": n, ...}`."""
-    from rasfw.data import prompt_set, render
-    from rasfw.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
-    from rasfw.models import load_pipeline
+    from rasfw.embedded.data import prompt_set, render
+    from rasfw.embedded.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
+    from rasfw.embedded.models import load_pipeline
 
     pipe = pipe if pipe is not None else load_pipeline()
     evaluator = load_evaluator()

@@ -12,11 +12,14 @@ import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
+from rasfw.adapters.flux import latent_image_ids as image_ids
+from rasfw.adapters.flux import pack_latents as pack
 from rasfw.tiny import (
     LATENT_CHANNELS,
     POOLED_DIM,
     TEXT_DIM,
     TEXT_LEN,
+    WAN_LATENT_CHANNELS,
     flux_scheduler,
     tiny_flux_pipeline,
     tiny_flux_transformer,
@@ -24,6 +27,7 @@ from rasfw.tiny import (
     tiny_lumina_next_transformer,
     tiny_sd3_pipeline,
     tiny_vae,
+    tiny_wan_pipeline,
 )
 
 __all__ = [
@@ -39,6 +43,8 @@ __all__ = [
     "tiny_lumina_next_transformer",
     "tiny_sd3_pipeline",
     "tiny_vae",
+    "tiny_wan_pipeline",
+    "WanCall",
 ]
 
 VAE_SCALE = 8
@@ -175,16 +181,31 @@ class FluxLoop:
         return latents
 
 
-def pack(latents: torch.Tensor) -> torch.Tensor:
-    """`(B, C, H, W)` -> `(B, H/2 * W/2, C * 4)`, Flux's packing (values ordered channel, py, px)."""
-    b, c, h, w = latents.shape
-    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+class WanCall:
+    """diffusers' `WanPipeline` called with video latents and embeddings instead of prompts.
 
+    `height` and `width` are latent pixels; `frames` latent frames (the VAE makes `4 * (frames - 1) + 1`
+    video frames of them). Guidance above 1 runs the pipeline's two calls per step, `cond` then `uncond`.
+    """
 
-def image_ids(rows: int, cols: int) -> torch.Tensor:
-    """Flux's image position ids `(rows * cols, 3)`: (0, row, col) in row-major order."""
-    ids = torch.zeros(rows, cols, 3)
-    ids[..., 1] = torch.arange(rows)[:, None]
-    ids[..., 2] = torch.arange(cols)[None, :]
-    return ids.reshape(rows * cols, 3)
+    frames = 3
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
+
+    @torch.no_grad()
+    def __call__(self, batch=1, height=16, width=24, steps=8, guidance=3.0, seed=0):
+        latents, text, negative = per_image(
+            batch, seed, (WAN_LATENT_CHANNELS, self.frames, height, width), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM)
+        )
+        return self.pipe(
+            prompt_embeds=text,
+            negative_prompt_embeds=negative,
+            latents=latents,
+            height=height * VAE_SCALE,
+            width=width * VAE_SCALE,
+            num_frames=4 * (self.frames - 1) + 1,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="latent",
+        ).frames

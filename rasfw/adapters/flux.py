@@ -65,10 +65,10 @@ class FluxAdapter(ProjectionCacheAdapter):
         if latents.ndim != 3:
             raise ValueError(f"Flux latents are packed tokens (B, N, C*4); got shape {tuple(latents.shape)}")
         n, width = latents.shape[1:]
-        shape = self._state.grid_shape if self._state is not None else None
-        if shape is None or shape[0] * shape[1] != n:
+        seen = self._state.grid if self._state is not None else None
+        if seen is None or seen.num_tokens != n:
             raise ValueError(f"no transformer call with {n} image tokens was seen; the token grid comes from its img_ids")
-        return TokenGrid(*shape, self.pack, width // self.pack**2, layout="packed")
+        return TokenGrid(seen.rows, seen.cols, self.pack, width // self.pack**2, layout="packed")
 
     def make_processor(self, attention, name, state, backend):
         return FluxRASAttnProcessor(attention, attention.processor, name, state, backend)
@@ -176,3 +176,18 @@ class FluxRASAttnProcessor(RASProcessor):
         backend = getattr(self.original, "_attention_backend", None)
         out = dispatch_attention_fn(query, key, value, backend=backend)  # (Bt, S, H, d)
         return out.flatten(2, 3).to(query.dtype)
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """`(B, C, H, W)` -> `(B, H/2 * W/2, C * 4)`: Flux pipelines' 2x2 packing, values ordered (channel, py, px)."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, 2, 2)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def latent_image_ids(rows: int, cols: int) -> torch.Tensor:
+    """Flux's image position ids `(rows * cols, 3)` of packed tokens: (0, row, col) in row-major order."""
+    ids = torch.zeros(rows, cols, 3)
+    ids[..., 1] = torch.arange(rows)[:, None]
+    ids[..., 2] = torch.arange(cols)[None, :]
+    return ids.reshape(rows * cols, 3)

@@ -39,6 +39,17 @@ class TokenBackend(ABC):
         """Write `dst[b, index[b, j]] = x[b, j] @ weight.T + bias` in place and return `dst`."""
 
 
+AUTO = "auto"
+"""The backend name that picks per device: Triton on a CUDA device when Triton imports, else the torch reference."""
+
+
+def backend_names() -> list[str]:
+    """The backends a sampler accepts: every registered one (plugins included), then "auto"."""
+    from rasfw.registry import REGISTRY
+
+    return [*REGISTRY.names("backend"), AUTO]
+
+
 def resolve_backend(name: str, device: torch.device | str | None = None) -> TokenBackend:
     """Build the backend called `name` ("torch", "triton" or "auto") for tensors on `device`.
 
@@ -46,7 +57,7 @@ def resolve_backend(name: str, device: torch.device | str | None = None) -> Toke
     """
     from rasfw.registry import REGISTRY
 
-    if name == "auto":
+    if name == AUTO:
         device = torch.device(device or "cpu")
         name = "triton" if device.type == "cuda" and _triton_available() else "torch"
     return REGISTRY.get("backend", name)()

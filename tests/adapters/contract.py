@@ -1,5 +1,9 @@
 """The contract every model adapter must meet; each adapter's test class inherits it.
 
+The shipped checker (`rasfw.testing.check_model_adapter`) covers exactness, removal, batches, non-square
+latents and the K/V cache switch; this class adds what needs the model's own call (partial forwards), CFG
+copies and interleaved pipelines.
+
 A subclass provides:
     make_pipe(patch_size) -> an object with .transformer and .scheduler and
         __call__(batch, height, width, steps, guidance, seed) -> final latents (a standard diffusers loop)
@@ -12,16 +16,16 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras, ras_state, remove_ras
+from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras
 from rasfw.backends import TorchBackend
 from rasfw.hooks import find_adapter
 from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.strategies.resets import FixedReset
+from rasfw.testing import check_model_adapter
 
 STEPS = 8
 
@@ -47,11 +51,13 @@ class AdapterContract:
 
     # -- properties ---------------------------------------------------------------------------
 
-    def test_ratio_one_is_bitwise_dense(self):
-        pipe = self.make_pipe(self.patch_sizes[0])
-        dense = self.run(pipe, batch=2)
-        apply_ras(pipe, RegionAdaptiveSampler(ratio=ConstantRatio(1.0, 2), reset=NoReset()))
-        assert torch.equal(self.run(pipe, batch=2), dense)
+    def test_passes_the_adapter_checker(self):
+        """rasfw.testing's checker: ratio 1 bit-exact, remove_ras restores, double apply raises, batch images
+        selected independently, non-square latents, K/V cache on and off."""
+        height, width = self.size
+        size = (height, width) if height != width else (height, width + 4 * max(self.patch_sizes))
+        adapter = find_adapter(self.make_pipe(self.patch_sizes[0]).transformer)
+        check_model_adapter(adapter, lambda: self.make_pipe(self.patch_sizes[0]), size=size, steps=STEPS)
 
     def test_zero_skip_ras_step_is_dense(self):
         """A ratio just under 1 rounds to 0 skipped tokens: those steps must be dense."""
@@ -69,37 +75,8 @@ class AdapterContract:
         assert torch.isfinite(out).all()
         assert not torch.equal(out, dense)
         assert not state.caches and not state.kv  # caches are freed when the generation ends
-        n = state.grid_shape[0] * state.grid_shape[1]
+        n = state.num_tokens
         assert min(state.active_tokens_per_step) == n - int(0.75 * n)
-
-    def test_remove_restores_bitwise(self):
-        pipe = self.make_pipe(self.patch_sizes[0])
-        before = {name: dict(vars(m)) for name, m in pipe.transformer.named_modules()}
-        dense = self.run(pipe)
-        apply_ras(pipe, ras(0.25))
-        self.run(pipe)
-        remove_ras(pipe)
-        assert torch.equal(self.run(pipe), dense)
-        after = {name: dict(vars(m)) for name, m in pipe.transformer.named_modules()}
-        assert before.keys() == after.keys()
-        for name in before:
-            assert before[name].keys() == after[name].keys(), name
-        assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
-
-    def test_double_apply_raises(self):
-        pipe = self.make_pipe(self.patch_sizes[0])
-        apply_ras(pipe, ras())
-        with pytest.raises(ValueError, match="already applied"):
-            apply_ras(pipe, ras())
-
-    def test_batch_of_two_equals_each_alone(self):
-        pipe = self.make_pipe(self.patch_sizes[0])
-        apply_ras(pipe, ras(0.25))
-        pair = self.run(pipe, batch=2, seed=3)
-        updates = ras_state(pipe).update_count.clone()  # (2, N)
-        first = self.run(pipe, batch=1, seed=3)
-        torch.testing.assert_close(pair[:1], first, rtol=1e-4, atol=1e-4)
-        assert torch.equal(updates[:1], ras_state(pipe).update_count)
 
     def test_cfg_halves_share_selection(self):
         pipe = self.make_pipe(self.patch_sizes[0])
@@ -115,7 +92,7 @@ class AdapterContract:
         for index in ras_calls:  # rows [uncond_0, uncond_1, cond_0, cond_1] with two copies
             assert index.shape[0] == 2 * self.cfg_copies
             assert all(torch.equal(index[:2], copy) for copy in index.split(2))
-            assert not torch.equal(index[0], index[1]) or index.shape[1] == state.grid_shape[0] * state.grid_shape[1]
+            assert not torch.equal(index[0], index[1]) or index.shape[1] == state.num_tokens
 
     def test_interleaved_pipelines_match_alone(self):
         a, b = self.make_pipe(self.patch_sizes[0]), self.make_pipe(self.patch_sizes[0])
@@ -149,12 +126,12 @@ class AdapterContract:
         adapter = find_adapter(transformer)()
         state = RegionState()
         adapter.install(transformer, state, TorchBackend())
-        n = rows * cols
+        call_grid = adapter.call_grid((), inputs)
+        state.grid = call_grid
+        n = call_grid.num_tokens  # rows x cols, times the frames of a video model
         active = data.draw(st.integers(1, n), label="active")
         gen = torch.Generator().manual_seed(seed)
         index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
-        call_grid = adapter.call_grid((), inputs)
-        state.grid_shape = call_grid.rows, call_grid.cols
         caches = state.context_caches("default")
         with torch.no_grad():
             state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache, caches=caches)

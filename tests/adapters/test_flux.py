@@ -39,7 +39,7 @@ def test_grid_comes_from_img_ids():
     loop = FluxLoop(tiny_flux_transformer())
     state = apply_ras(loop, ras())
     loop(batch=1, height=8, width=12, steps=6)
-    assert state.grid_shape == (4, 6)
+    assert state.grid_shape == (1, 4, 6)
 
 
 def test_two_calls_in_one_cache_context_raise():
@@ -127,3 +127,15 @@ def test_a_context_first_called_at_a_ras_step_is_an_error():
     loop.transformer = late_uncond
     with pytest.raises(RuntimeError, match="cache context 'uncond' was first called at RAS step 3"):
         loop(batch=1, height=8, width=8, steps=6)
+
+
+def test_packing_and_ids_match_the_flux_pipeline():
+    """rasfw's one copy of Flux's 2x2 packing and position ids equals diffusers' own."""
+    from diffusers import FluxPipeline
+
+    from rasfw.adapters.flux import latent_image_ids, pack_latents
+
+    latents = torch.randn(2, 4, 6, 10)
+    assert torch.equal(pack_latents(latents), FluxPipeline._pack_latents(latents, 2, 4, 6, 10))
+    expected = FluxPipeline._prepare_latent_image_ids(2, 3, 5, "cpu", torch.float32)
+    assert torch.equal(latent_image_ids(3, 5), expected)

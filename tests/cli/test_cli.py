@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from rasfw.cli import main
 
@@ -15,6 +17,7 @@ SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "progress=false"]
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rasfw", "sampler=ras", "metric=std_noise", *SMALL, f"hydra.run.dir={tmp_path}"],
@@ -36,9 +39,26 @@ def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
     assert summary["active_tokens_per_step"] == [n, n, n // 2, n // 2, n, n // 2]
     assert 0 < summary["flops_ratio"] < 1 and summary["flops"] < summary["dense_flops"]
     assert summary["max_abs_diff_vs_dense"] > 0
-    for name in [*summary["images"], summary["heatmap"]]:
+    written = [*summary["images"], summary["heatmap"], summary["grid"], summary["selection"], summary["selection_strip"]]
+    for name in written:
         assert (tmp_path / name).stat().st_size > 0
+        assert f"\n  {name}\n" in result.stdout  # the console lists every file it wrote
+    assert Image.open(tmp_path / "selection.gif").n_frames == 6  # one frame per step
+    assert Image.open(tmp_path / "grid.png").width > 3 * 256  # dense | RAS | heat map, and the colour bar
     assert "model: default (" in result.stdout
+    log = (tmp_path / "rasfw.log").read_text()
+    assert "model: default (" in log and "summary: " in log and "selection.gif" in log
+
+
+def test_video_model_run_lists_its_gifs(tmp_path, capsys):
+    main([*SMALL, *QUIET, "model=wan_tiny", "model.frames=5", "height=32", "width=48", "prompts=[a cat]",
+          f"hydra.run.dir={tmp_path}"])  # fmt: skip
+    out = capsys.readouterr().out
+    listed = out.split("wrote ", 1)[1].splitlines()[1:]
+    assert [line.strip() for line in listed] == [
+        "ras_0.gif", "dense_0.gif", "heatmap_0.gif", "grid.png", "heatmap.png", "summary.json"  # no log: QUIET
+    ]  # fmt: skip
+    assert all((tmp_path / name.strip()).exists() for name in listed)
 
 
 def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
@@ -164,3 +184,16 @@ def test_summary_says_which_backend_ran_and_notes_unscored_prompts(tmp_path, cap
         assert summary["backend"] == "torch" and summary["backend_note"].startswith("triton requested: ")
     assert summary["evaluated_images"] == 1
     assert "note: 1 of 2 prompts are not in the model's prompt grammar" in capsys.readouterr().out
+
+
+def test_help_lists_plugin_options_and_explains_every_key(capsys):
+    main(["--help"])
+    text = capsys.readouterr().out
+    assert "metric: edge_energy, l2norm, random, std_noise*" in text  # the installed plugin's option too
+    assert "ratio.value=0.5  share of tokens updated at a RAS step" in text
+    keys = [line.strip() for line in text.splitlines() if re.match(r"^      \w+\.\w+=", line)]
+    assert len(keys) > 20
+    for line in keys:  # every option key: `group.key=default  what it means`
+        assert re.match(r"^\w+\.\w+=\S.*  \S", line), line
+    for setting in ("steps", "guidance", "prompts", "compare_dense"):
+        assert re.search(rf"^  {setting} +\S.*\(default ", text, re.M), setting

@@ -65,3 +65,23 @@ def test_defaults_follow_the_reference_sd3_example_but_cache_the_lowest_scores()
     assert sampler.high_ratio == 0.0
     assert build_sampler(composed("+experiment=sd3_reference")).high_ratio == 0.3
     assert cfg.compare_dense is True
+
+
+def test_the_config_and_the_sampler_share_their_defaults():
+    """One home per default: conf/sampler/ras.yaml repeats RegionAdaptiveSampler's signature, value for value."""
+    import inspect
+
+    from rasfw.sampler import RegionAdaptiveSampler
+
+    ras = OmegaConf.create(CONF.joinpath("sampler", "ras.yaml").read_text())
+    signature = inspect.signature(RegionAdaptiveSampler).parameters
+    for key, value in ras.items():
+        if key != "_target_":
+            assert signature[key].default == value, key
+
+
+def test_the_config_has_a_group_per_strategy_kind():
+    from rasfw.registry import STRATEGY_KINDS
+
+    defaults = [next(iter(d)) for d in OmegaConf.create(CONF.joinpath("config.yaml").read_text()).defaults if OmegaConf.is_dict(d)]
+    assert set(STRATEGY_KINDS) <= set(defaults)

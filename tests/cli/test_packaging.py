@@ -1,4 +1,4 @@
-"""A built wheel carries conf/, kernels/ and the shipped weights, and runs from any folder."""
+"""A built wheel carries conf/, kernels/, rasfw.testing and the shipped weights, and runs from any folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # builds a wheel and runs the CLI from it
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,11 @@ def test_wheel_ships_configs_kernels_and_weights(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "rasfw/conf/config.yaml" in names and "rasfw/conf/metric/std_noise.yaml" in names
     assert "rasfw/kernels/linear_scatter/triton.py" in names
+    assert {"rasfw/testing/__init__.py", "rasfw/testing/strategies.py", "rasfw/testing/adapters.py"} <= names
     for path in (ROOT / "conf").rglob("*.yaml"):
         assert f"rasfw/conf/{path.relative_to(ROOT / 'conf').as_posix()}" in names
-    for path in (ROOT / "rasfw" / "models" / "weights").glob("*.safetensors"):
-        assert f"rasfw/models/weights/{path.name}" in names
+    for path in (ROOT / "rasfw" / "embedded" / "models" / "weights").glob("*.safetensors"):
+        assert f"rasfw/embedded/models/weights/{path.name}" in names
 
 
 def test_unpacked_wheel_runs_the_cli_from_another_folder(wheel, tmp_path):
@@ -39,7 +41,7 @@ def test_unpacked_wheel_runs_the_cli_from_another_folder(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = subprocess.run(
-        [sys.executable, "-c", "import rasfw, rasfw.conf, rasfw.kernels; print(rasfw.__file__)"],
+        [sys.executable, "-c", "import rasfw, rasfw.conf, rasfw.kernels, rasfw.testing; print(rasfw.__file__)"],
         capture_output=True, text=True, env=env, cwd=tmp_path, check=True,
     )  # fmt: skip
     assert probe.stdout.strip().startswith(str(site))

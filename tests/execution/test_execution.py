@@ -12,6 +12,7 @@ import torch
 
 from rasfw import DenseSampler, RegionAdaptiveSampler, apply_ras, ras_execution, remove_ras
 from rasfw.execution import CompiledExecution, EagerExecution, build_executor
+from rasfw.loop import sd3_denoise
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio
 from rasfw.strategies.resets import FixedReset
 from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
@@ -159,12 +160,7 @@ class CudaSD3Loop(TinySD3Pipeline):
         context = torch.randn(2 * batch, 8, 32, generator=gens[0]).cuda()
         pooled = torch.randn(2 * batch, 16, generator=gens[0]).cuda()
         self.scheduler.set_timesteps(steps, device="cuda")
-        for t in self.scheduler.timesteps:
-            out = self.transformer(hidden_states=torch.cat([latents] * 2), encoder_hidden_states=context,
-                                   pooled_projections=pooled, timestep=t.expand(2 * batch), return_dict=False)[0]  # fmt: skip
-            uncond, cond = out.chunk(2)
-            latents = self.scheduler.step(uncond + guidance * (cond - uncond), t, latents, return_dict=False)[0]
-        return latents.cpu()
+        return sd3_denoise(self.transformer, self.scheduler, latents, context, pooled, guidance).cpu()
 
 
 def test_compile_with_a_float8_cache_equals_eager():

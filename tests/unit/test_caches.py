@@ -9,7 +9,7 @@ from rasfw import apply_ras, remove_ras
 from rasfw.build import build
 from rasfw.caches import FirstBlockCache, TaylorSeerCache
 from rasfw.flops import count_flops
-from rasfw.models import load_pipeline
+from rasfw.embedded.models import load_pipeline
 from rasfw.sampler import DenseSampler
 
 PROMPTS = ["a small red circle at the top left", "a large blue square at the center"]
@@ -21,7 +21,8 @@ def pipe():
 
 
 def sample(pipe, steps=12):
-    return count_flops(lambda: pipe(PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), progress=False))
+    return count_flops(lambda: pipe(PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+                                    output_type="pt", progress=False).images)  # fmt: skip
 
 
 def hooks(pipe):
@@ -97,7 +98,7 @@ def test_a_cache_missing_from_the_installed_diffusers_is_one_line(pipe, monkeypa
 
 
 def test_first_block_cache_needs_three_blocks():
-    from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline
+    from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, build_pipeline
 
     config = {**DEFAULT_CONFIG, "transformer": {**DEFAULT_CONFIG["transformer"], "num_layers": 2}}
     with pytest.raises(ValueError, match="cache=first_block needs at least 3 transformer blocks"):

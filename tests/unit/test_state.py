@@ -111,3 +111,22 @@ def test_float8_values_saturate_instead_of_overflowing():
     assert cache.stored_key[0, 1].float().tolist() == [448.0, -448.0]
     assert cache.key[0, 1].tolist() == [1000.0, -1000.0]  # the fresh rows are exact in the joint buffer
     assert torch.isfinite(cache.key).all()
+
+
+def test_recorded_selection_is_each_steps_active_tokens_on_the_cpu():
+    pipe = TinySD3Pipeline(tiny_sd3_transformer())
+    state = apply_ras(pipe, ras())
+    seen = []
+    pipe.transformer.register_forward_hook(  # after each call: the plan's index rows of the first image copy
+        lambda module, args, out: seen.append(None if state.forward.index is None else state.forward.index[:2].clone())
+    )
+    pipe(batch=2, steps=8)
+    assert state.selections == []  # off by default: no copies
+    state.record_selection = True
+    seen.clear()
+    pipe(batch=2, steps=8)
+    assert len(state.selections) == 8
+    for step, (recorded, used) in enumerate(zip(state.selections, seen, strict=True)):
+        assert (recorded is None) == (used is None) == (step in (0, 1, 5)), step
+        if recorded is not None:
+            assert recorded.device.type == "cpu" and torch.equal(recorded, used)

@@ -8,12 +8,19 @@ import pytest
 import torch
 
 from rasfw import REGISTRY, TokenGrid
-from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise
+from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise, TemporalDifference
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio, ReferenceDynamicRatio
 from rasfw.strategies.resets import FixedReset, NoReset, PeriodicReset
 from rasfw.strategies.starvation import ExpStarvation, NoStarvation
+from rasfw.testing import check_ratio_schedule, check_region_metric, check_reset_schedule, check_starvation_policy
 
 GRID = TokenGrid(rows=3, cols=4, patch=2, channels=4)
+CHECKS = {
+    "metric": check_region_metric,
+    "ratio": check_ratio_schedule,
+    "starvation": check_starvation_policy,
+    "reset": check_reset_schedule,
+}
 
 
 def tokens(seed=0, batch=2):
@@ -24,9 +31,15 @@ def tokens(seed=0, batch=2):
 def test_metric_contract(name):
     metric = REGISTRY.build("metric", name)
     gen = torch.Generator().manual_seed(0)
-    score = metric.score(tokens(), GRID, gen)
-    assert score.shape == (2, GRID.num_tokens) and score.dtype == torch.float32
-    assert torch.isfinite(score).all()
+    memory = {"memory": {}} if metric.uses_memory else {}
+    for step in range(2):  # a metric with memory compares the second step with the first
+        score = metric.score(tokens(step), GRID, gen, **memory)
+        assert score.shape == (2, GRID.num_tokens) and score.dtype == torch.float32
+        assert torch.isfinite(score).all()
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k in CHECKS for n in REGISTRY.names(k)])
+def test_every_registered_strategy_passes_its_checker(kind, name):
+    """rasfw.testing: shapes, dtypes, ranges, warm-up, determinism, validation and a tiny generation."""
+    CHECKS[kind](REGISTRY.get(kind, name))
 
 
 def test_std_noise_is_per_pixel_channel_std_averaged_over_the_patch():
@@ -51,20 +64,39 @@ def test_random_metric_follows_the_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_temporal_difference_scores_the_change_and_keeps_the_score_of_tokens_not_recomputed():
+    metric, memory = TemporalDifference(), {}
+    first = tokens(0)
+    assert torch.equal(metric.score(first, GRID, memory=memory), StdNoise().score(first, GRID))  # nothing to compare yet
+    second = first.clone()
+    second[:, :5] += 0.5  # tokens 0-4 recomputed (changed by exactly 0.5); the others came from the cache
+    score = metric.score(second, GRID, memory=memory)
+    torch.testing.assert_close(score[:, :5], torch.full((2, 5), 0.5))
+    assert torch.equal(score[:, 5:], StdNoise().score(first, GRID)[:, 5:])  # unchanged: the score they had
+    third = second.clone()
+    third[:, 5:] -= 0.25
+    score = metric.score(third, GRID, memory=memory)
+    torch.testing.assert_close(score[:, 5:], torch.full((2, GRID.num_tokens - 5), 0.25))
+    torch.testing.assert_close(score[:, :5], torch.full((2, 5), 0.5))
+    with pytest.raises(ValueError, match="memory"):
+        metric.score(first, GRID)
+
+
+def test_token_grid_validates_its_fields():
+    with pytest.raises(ValueError, match="TokenGrid.frames must be an integer >= 1"):
+        TokenGrid(2, 2, 2, 4, layout="bcfhw", frames=0)
+    with pytest.raises(ValueError, match="TokenGrid.layout must be one of bchw, packed, bcfhw"):
+        TokenGrid(2, 2, 2, 4, layout="video")
+    with pytest.raises(ValueError, match="need layout 'bcfhw'"):
+        TokenGrid(2, 2, 2, 4, frames=3)
+
+
 def test_token_grid_round_trips_both_layouts():
     latent = torch.randn(2, 4, 6, 8)
     assert torch.equal(GRID.from_tokens(GRID.to_tokens(latent)), latent)
     packed = TokenGrid(3, 4, 2, 4, layout="packed")
     x = torch.randn(2, 12, 16)
     assert torch.equal(packed.from_tokens(packed.to_tokens(x)), x)
-
-
-@pytest.mark.parametrize("name", REGISTRY.names("ratio"))
-def test_ratio_contract(name):
-    schedule = REGISTRY.build("ratio", name)
-    values = [schedule.ratio(i, 28, 256) for i in range(28)]
-    assert all(0 < v <= 1 for v in values)
-    assert values[:4] == [1.0] * 4  # warm-up is dense
 
 
 def test_constant_and_linear_ratios():

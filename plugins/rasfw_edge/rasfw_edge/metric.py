@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -19,17 +21,16 @@ class EdgeEnergy(RegionMetric):
     """
 
     def score(self, tokens: torch.Tensor, grid: TokenGrid, generator: torch.Generator | None = None) -> torch.Tensor:
-        latent = grid.from_tokens(tokens.float())  # (B, C, H, W) or packed
-        if grid.layout == "packed":
-            latent = _packed_to_bchw(tokens.float(), grid)
+        if grid.frames > 1 or grid.patch_t > 1:  # video: each frame scored as an image
+            b, n, _, c = tokens.shape
+            frames = tokens.reshape(b, n, grid.patch_t, grid.patch**2, c).mean(dim=2)  # (B, N, p*p, C)
+            frames = frames.reshape(b * grid.frames, grid.rows * grid.cols, grid.patch**2, c)
+            image = replace(grid, layout="bchw", frames=1, patch_t=1)
+            return self.score(frames, image, generator).reshape(b, n)  # (B, N)
+        # Tokens are (B, N, P, C) whatever the model's layout: read them back as a (B, C, H, W) image.
+        latent = replace(grid, layout="bchw").from_tokens(tokens.float())  # (B, C, H, W)
         mean = latent.mean(dim=1, keepdim=True)  # (B, 1, H, W)
         kernel = torch.tensor(_LAPLACIAN, dtype=mean.dtype, device=mean.device)[None, None]
         edges = F.conv2d(F.pad(mean, (1, 1, 1, 1), mode="replicate"), kernel).abs()  # (B, 1, H, W)
         pooled = F.avg_pool2d(edges, grid.patch)  # (B, 1, rows, cols)
         return pooled.flatten(1)  # (B, N)
-
-
-def _packed_to_bchw(tokens: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
-    b, p, c = tokens.shape[0], grid.patch, grid.channels
-    x = tokens.reshape(b, grid.rows, grid.cols, p, p, c)  # (B, h, w, p, p, C)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, grid.rows * p, grid.cols * p)

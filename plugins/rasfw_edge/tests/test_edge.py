@@ -6,11 +6,17 @@ import torch
 from rasfw_edge import EdgeEnergy
 
 from rasfw import REGISTRY, TokenGrid
+from rasfw.testing import check_region_metric
 
 
 def test_entry_point_registers_the_metric():
     assert REGISTRY.get("metric", "edge_energy") is EdgeEnergy
     assert any(path == "pkg://rasfw_edge.conf" for path in REGISTRY.load_plugins())
+
+
+def test_passes_the_metric_checker():
+    """rasfw's own contract for metrics: shapes, dtypes, determinism, both latent layouts, a tiny generation."""
+    check_region_metric(EdgeEnergy)
 
 
 def test_smooth_patches_score_below_a_sharp_one():

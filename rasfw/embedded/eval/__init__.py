@@ -1,7 +1,7 @@
 """Quality metrics for the embedded model: an attribute classifier and the distances built on it."""
 
-from rasfw.eval.classifier import AttributeClassifier, load_evaluator, train_classifier
-from rasfw.eval.metrics import (
+from rasfw.embedded.eval.classifier import AttributeClassifier, load_evaluator, train_classifier
+from rasfw.embedded.eval.metrics import (
     alignment_accuracy,
     attribute_accuracy,
     fd,

@@ -8,7 +8,6 @@ sampling loop has the standard diffusers shape, so hooks on the transformer's su
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from pathlib import Path
@@ -16,12 +15,14 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.models.cache_utils import CacheMixin
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from rasfw.models.text import TextEncoder
+from rasfw.embedded.models.text import TextEncoder
+from rasfw.loop import sd3_denoise
 from rasfw.strategies._checks import first_line
+from rasfw.viz import to_pil
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -59,11 +60,16 @@ class MiniTransformer(SD3Transformer2DModel, CacheMixin):
     as diffusers' cache-capable transformers have: step caches (`cache=first_block`, ...) attach to it."""
 
 
+OUTPUT_TYPES = ("pil", "pt", "np")
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class MiniPipeline:
-    """Text-to-image sampling with classifier-free guidance; images come back in [0, 1]."""
+    """Text-to-image sampling with classifier-free guidance, called like a diffusers pipeline.
+
+    `pipe(prompt).images[0]` is a PIL image; `output_type="pt"` gives a `(B, 3, H, W)` tensor in [0, 1].
+    """
 
     def __init__(
         self,
@@ -108,46 +114,59 @@ class MiniPipeline:
     @torch.no_grad()
     def __call__(
         self,
-        prompts: list[str],
+        prompts: str | list[str],
         *,
         num_inference_steps: int = 28,
         guidance_scale: float = 4.0,
         height: int = 32,
         width: int = 32,
         generator: torch.Generator | None = None,
-        progress: bool = True,
-    ) -> torch.Tensor:
+        output_type: str = "pil",
+        return_dict: bool = True,
+        progress: bool | str = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Generate one image per prompt, as a diffusers pipeline does.
+
+        Args:
+            prompts: a prompt or a list of prompts.
+            num_inference_steps: sampling steps.
+            guidance_scale: classifier-free guidance scale; at most 1 turns guidance off.
+            height: image height in pixels, a multiple of the patch size.
+            width: image width in pixels, a multiple of the patch size.
+            generator: draws the starting noise (CPU).
+            output_type: "pil" (a list of RGB `PIL.Image`s), "pt" (a `(B, 3, H, W)` float tensor in [0, 1])
+                or "np" (a `(B, H, W, 3)` float array in [0, 1]).
+            return_dict: return an `ImagePipelineOutput`; False returns the tuple `(images,)`.
+            progress: show a progress bar; a string is its label.
+
+        Returns:
+            `ImagePipelineOutput` whose `.images` are in the `output_type` asked for.
+
+        Example:
+            >>> from rasfw.embedded.models import load_pipeline
+            >>> pipe = load_pipeline()
+            >>> image = pipe("a small red circle at the top left", num_inference_steps=8, progress=False).images[0]
+            >>> image.size
+            (32, 32)
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
         if isinstance(prompts, str):
             prompts = [prompts]
         p = self.patch_size
         if height % p or width % p:
             raise ValueError(f"height and width must be multiples of the patch size {p}, got {height}x{width}")
-        guidance = guidance_scale > 1
-        ctx, pooled = self.encode_prompts(prompts, guidance)
+        ctx, pooled = self.encode_prompts(prompts, guidance_scale > 1)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         shape = (len(prompts), self.transformer.config.in_channels, height, width)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
-        for t in tqdm(self.scheduler.timesteps, disable=not progress):
-            x = torch.cat([latents] * 2) if guidance else latents
-            with _cache_context(self.transformer, "cond_uncond" if guidance else "cond"):  # one call, both halves
-                out = self.transformer(
-                    hidden_states=x,
-                    encoder_hidden_states=ctx,
-                    pooled_projections=pooled,
-                    timestep=t.expand(x.shape[0]),
-                    return_dict=False,
-                )[0]
-            if guidance:
-                u, c = out.chunk(2)
-                out = u + guidance_scale * (c - u)
-            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
-        return ((latents.float() + 1) / 2).clamp(0, 1)
-
-
-def _cache_context(transformer: torch.nn.Module, name: str) -> contextlib.AbstractContextManager:
-    """`transformer.cache_context(name)` as diffusers pipelines open it; nothing for a transformer without one."""
-    opener = getattr(transformer, "cache_context", None)
-    return opener(name) if opener is not None else contextlib.nullcontext()
+        latents = sd3_denoise(self.transformer, self.scheduler, latents, ctx, pooled, guidance_scale, progress)
+        images = ((latents.float() + 1) / 2).clamp(0, 1)  # (B, 3, H, W): the model works in [-1, 1] pixels
+        if output_type == "pil":
+            images = [to_pil(image) for image in images]
+        elif output_type == "np":
+            images = images.permute(0, 2, 3, 1).cpu().numpy()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
 
 
 def build_pipeline(config: dict | None = None, seed: int = 0) -> MiniPipeline:

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from rasfw.data import make_prompt, prompt_set
-from rasfw.eval import attribute_accuracy, load_evaluator
-from rasfw.models import load_pipeline
-from rasfw.models.pipeline import DEFAULT_WEIGHTS
+from rasfw.embedded.data import make_prompt, prompt_set
+from rasfw.embedded.eval import attribute_accuracy, load_evaluator
+from rasfw.embedded.models import load_pipeline
+from rasfw.embedded.models.pipeline import DEFAULT_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def drawn():
     pipe = load_pipeline()
     assert pipe.weights_source == str(DEFAULT_WEIGHTS), "the package must ship trained weights"
     prompts, labels = prompt_set(24, seed=7)
-    images = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0), progress=False)
+    images = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False).images
     return images, labels, prompts
 
 

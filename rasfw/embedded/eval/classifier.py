@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rasfw.data import ATTRIBUTES, IMAGE_SIZE, sample_batch
+from rasfw.embedded.data import ATTRIBUTES, IMAGE_SIZE, sample_batch
 
 __all__ = ["AttributeClassifier", "DEFAULT_CLASSIFIER_WEIGHTS", "load_evaluator", "train_classifier"]
 
@@ -82,11 +82,11 @@ class AttributeClassifier(nn.Module):
 
 
 def load_evaluator(weights: str | Path | None = None, device: str = "cpu") -> AttributeClassifier:
-    """The shipped classifier (``rasfw/eval/weights/attribute_cnn.safetensors``) in eval mode."""
+    """The shipped classifier (``rasfw/embedded/eval/weights/attribute_cnn.safetensors``) in eval mode."""
     path = Path(weights) if weights is not None else DEFAULT_CLASSIFIER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(
-            f"evaluator weights not found: {path} (train them: python -m rasfw.eval.train_classifier)"
+            f"evaluator weights not found: {path} (train them: python -m rasfw.embedded.eval.train_classifier)"
         )
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

@@ -1,10 +1,10 @@
-"""Train the evaluator's attribute classifier: ``python -m rasfw.eval.train_classifier [--steps N]``."""
+"""Train the evaluator's attribute classifier: ``python -m rasfw.embedded.eval.train_classifier [--steps N]``."""
 
 from __future__ import annotations
 
 import argparse
 
-from rasfw.eval.classifier import train_classifier
+from rasfw.embedded.eval.classifier import train_classifier
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
-from rasfw.models import MiniPipeline, load_pipeline
-from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
+from rasfw.embedded.models import MiniPipeline, load_pipeline
+from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
 
 TINY = {
     "transformer": {
@@ -29,8 +30,9 @@ def test_random_pipeline_non_square_in_unit_range():
         height=16,
         width=24,
         generator=g,
+        output_type="pt",
         progress=False,
-    )
+    ).images
     assert out.shape == (2, 3, 16, 24)
     assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
     again = pipe(
@@ -39,9 +41,27 @@ def test_random_pipeline_non_square_in_unit_range():
         height=16,
         width=24,
         generator=torch.Generator().manual_seed(0),
+        output_type="pt",
         progress=False,
-    )
+    ).images
     assert torch.equal(out, again)
+
+
+def test_default_output_is_pil_images_like_a_diffusers_pipeline():
+    pipe = build_pipeline(TINY)
+    kwargs = {"num_inference_steps": 2, "height": 16, "width": 24, "progress": False}
+    pictures = pipe(["a", "b"], generator=torch.Generator().manual_seed(0), **kwargs).images
+    tensor = pipe(["a", "b"], generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs).images
+    assert [p.size for p in pictures] == [(24, 16)] * 2 and pictures[0].mode == "RGB"
+    expected = (tensor[1].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert (np.asarray(pictures[1]) == expected).all()
+    (array,) = pipe(["a", "b"], generator=torch.Generator().manual_seed(0), output_type="np", return_dict=False, **kwargs)
+    assert array.shape == (2, 16, 24, 3) and np.array_equal(array, tensor.permute(0, 2, 3, 1).numpy())
+
+
+def test_unknown_output_type_names_the_choices():
+    with pytest.raises(ValueError, match="output_type must be one of pil, pt, np; got 'latent'"):
+        build_pipeline(TINY)("a", num_inference_steps=1, output_type="latent", progress=False)
 
 
 def test_default_architecture_builds_with_256_tokens():

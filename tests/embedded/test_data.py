@@ -1,6 +1,6 @@
 import torch
 
-from rasfw.data import ATTRIBUTES, COLOUR_RGB, COLOURS, POSITIONS, make_prompt, prompt_set, sample_batch
+from rasfw.embedded.data import ATTRIBUTES, COLOUR_RGB, COLOURS, POSITIONS, make_prompt, prompt_set, sample_batch
 
 
 def test_same_seed_same_batch_and_different_seed_differs():

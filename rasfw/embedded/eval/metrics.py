@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from rasfw.data import ATTRIBUTES
+from rasfw.compare import psnr  # noqa: F401 - one PSNR for the CLI and the evaluator
+from rasfw.embedded.data import ATTRIBUTES
 
 __all__ = [
     "alignment_accuracy",
@@ -29,7 +28,7 @@ def _evaluator(evaluator):
     """The given evaluator, or the shipped one (a small CNN: loading it takes milliseconds)."""
     if evaluator is not None:
         return evaluator
-    from rasfw.eval.classifier import load_evaluator
+    from rasfw.embedded.eval.classifier import load_evaluator
 
     return load_evaluator()
 
@@ -78,14 +77,6 @@ def sfd(images_a: torch.Tensor, images_b: torch.Tensor, evaluator=None) -> float
     """Frechet distance on spatial feature maps of an intermediate conv stage (the sFID role)."""
     ev = _evaluator(evaluator)
     return frechet_distance(ev.spatial_features(images_a), ev.spatial_features(images_b))
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over the batch of per-image PSNR in dB (peak 1.0); ``inf`` when all pairs are identical."""
-    a, b = _batch(a), _batch(b)
-    mse = (a.double() - b.double()).square().flatten(1).mean(1)
-    values = torch.where(mse == 0, torch.full_like(mse, math.inf), 10 * torch.log10(1.0 / mse))
-    return float(values.mean())
 
 
 def _batch(x: torch.Tensor) -> torch.Tensor:
@@ -144,5 +135,5 @@ def object_update_share(update_counts: torch.Tensor, masks: torch.Tensor, patch:
     return {
         "object_update_share": share,
         "object_area_share": area,
-        "enrichment": share / area if area > 0 else math.nan,
+        "enrichment": share / area if area > 0 else None,  # None: no object pixels (JSON has no NaN)
     }

@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from rasfw.train import draw_loss_curve, train
+from rasfw.embedded.train import draw_loss_curve, train
 
 TINY_MODEL = {
     "transformer": {"num_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "caption_projection_dim": 32},
@@ -26,7 +26,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         "model": TINY_MODEL,
         "seed": 0,
     }
-    import rasfw.train as train_module
+    import rasfw.embedded.train as train_module
 
     losses = []
     real = train_module.rectified_flow_loss
@@ -56,7 +56,7 @@ def test_hydra_config_composes_with_overrides(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["steps=1", "batch_size=2", f"out={tmp_path}", "threads=1"])
     assert cfg.steps == 1 and cfg.out == str(tmp_path)
-    from rasfw.train import _config
+    from rasfw.embedded.train import _config
 
     assert _config(cfg)["batch_size"] == 2
 
@@ -69,9 +69,9 @@ def test_loss_curve_png(tmp_path):
 
 
 def test_continue_from_saved_weights(tmp_path):
-    from rasfw.models import load_pipeline
-    from rasfw.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
-    from rasfw.train import _model_config
+    from rasfw.embedded.models import load_pipeline
+    from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, build_pipeline, save_pipeline
+    from rasfw.embedded.train import _model_config
 
     config = _model_config(TINY_MODEL)
     pipe = build_pipeline(config, seed=5)
@@ -86,7 +86,7 @@ def test_continue_from_saved_weights(tmp_path):
 
 
 def test_object_weight_map_covers_the_object_and_its_edge_ring():
-    from rasfw.train import object_weight_map
+    from rasfw.embedded.train import object_weight_map
 
     masks = torch.zeros(2, 6, 6, dtype=torch.bool)
     masks[0, 2:4, 2:4] = True
@@ -98,8 +98,8 @@ def test_object_weight_map_covers_the_object_and_its_edge_ring():
 
 
 def test_weighted_loss_is_a_weighted_mean_of_the_plain_loss():
-    from rasfw.models.pipeline import build_pipeline
-    from rasfw.train import _model_config, rectified_flow_loss
+    from rasfw.embedded.models.pipeline import build_pipeline
+    from rasfw.embedded.train import _model_config, rectified_flow_loss
 
     pipe = build_pipeline(_model_config(TINY_MODEL), seed=0)
     x0 = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -129,3 +129,15 @@ def test_stop_minutes_ends_the_run_early_and_saves(tmp_path):
         torch.set_num_threads(threads)
     assert record["steps"] == 1 and record["steps_planned"] == 50
     assert json.loads((tmp_path / "training_record.json").read_text())["status"] == "final"
+
+
+def test_defaults_have_one_home_the_train_config():
+    """train.py reads its defaults from conf/train.yaml: changing the file changes them."""
+    from omegaconf import OmegaConf
+
+    from rasfw.embedded.train import _config, defaults
+
+    shipped = OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml"))
+    shipped.pop("hydra")
+    assert defaults() == shipped and _config({}) == shipped
+    assert _config({"lr": 1e-3})["lr"] == 1e-3

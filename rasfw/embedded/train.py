@@ -1,10 +1,10 @@
-"""Train the embedded default model on procedural data: ``python -m rasfw.train steps=2000 threads=2``.
+"""Train the embedded default model on procedural data: ``python -m rasfw.embedded.train steps=2000 threads=2``.
 
 Rectified flow as SD3 trains it: ``x_t = (1 - t) x0 + t noise``, the target velocity is ``noise - x0``,
 ``t`` is logit-normal (mean 0, std 1) and the transformer sees ``timestep = 1000 t``, the scale of
 ``FlowMatchEulerDiscreteScheduler``'s timesteps. Prompts are dropped to "" with probability
 ``caption_dropout`` so classifier-free guidance works. AdamW, an EMA of the weights (the EMA is what ships),
-data drawn on the fly from ``rasfw.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
+data drawn on the fly from ``rasfw.embedded.data``. ``object_weight`` > 1 weights the loss towards object pixels (the
 data's masks), where the shapes are decided; 1 is SD3's plain loss. Checkpoints are written every
 ``checkpoint_minutes``, and training stops early, saving, when ``max_minutes`` is spent. The learning-rate
 schedule spans ``steps`` or ``max_minutes``, whichever ends first; ``stop_minutes`` ends a run sooner without
@@ -25,35 +25,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rasfw.data import sample_batch
-from rasfw.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
+from rasfw.embedded.data import sample_batch
+from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
 
 __all__ = ["train", "rectified_flow_loss", "object_weight_map", "draw_loss_curve"]
 
 _ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
 
-DEFAULTS = {
-    "steps": 2000,
-    "batch_size": 64,
-    "lr": 7e-4,
-    "weight_decay": 0.01,
-    "warmup": 100,
-    "min_lr_ratio": 0.1,
-    "ema_decay": 0.995,
-    "caption_dropout": 0.1,
-    "grad_clip": 1.0,
-    "two_object_prob": 0.0,
-    "object_weight": 1.0,
-    "seed": 0,
-    "threads": 2,
-    "out": None,
-    "checkpoint_minutes": 10.0,
-    "max_minutes": None,
-    "stop_minutes": None,
-    "log_every": 10,
-    "model": {},
-    "init": None,
-}
+def defaults() -> dict:
+    """The training settings and their defaults, from their one home: ``conf/train.yaml`` (``rasfw.conf``)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(resources.files("rasfw.conf").joinpath("train.yaml").read_text())
+    cfg.pop("hydra", None)
+    return OmegaConf.to_container(cfg)
 
 
 def rectified_flow_loss(
@@ -101,11 +88,11 @@ def _config(cfg) -> dict:
             cfg = OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover
         pass
-    out = copy.deepcopy(DEFAULTS)
-    unknown = set(cfg) - set(DEFAULTS) - {"hydra"}
+    out = defaults()
+    unknown = set(cfg) - set(out) - {"hydra"}
     if unknown:
-        raise KeyError(f"unknown training settings: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out.update({k: v for k, v in cfg.items() if k in DEFAULTS})
+        raise KeyError(f"unknown training settings: {sorted(unknown)}; known: {sorted(out)}")
+    out.update({k: v for k, v in cfg.items() if k in out})
     return out
 
 
@@ -258,7 +245,7 @@ def train(cfg) -> dict:
 def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: float, n_params: int, tag: str) -> dict:
     tail = losses[-50:]
     return {
-        "command": " ".join([Path(sys.executable).name, "-m", "rasfw.train", *sys.argv[1:]]),
+        "command": " ".join([Path(sys.executable).name, "-m", "rasfw.embedded.train", *sys.argv[1:]]),
         "status": tag,
         "seed": cfg["seed"],
         "steps": step,
@@ -283,7 +270,7 @@ def main() -> None:
     import hydra
 
     # In a checkout the configs sit in conf/ at the top; an installed package carries them as rasfw.conf.
-    repo_conf = Path(__file__).resolve().parents[1] / "conf"
+    repo_conf = Path(__file__).resolve().parents[2] / "conf"
     config_path = str(repo_conf) if (repo_conf / "train.yaml").is_file() else "pkg://rasfw.conf"
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")

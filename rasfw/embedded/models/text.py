@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rasfw.data import vocabulary_words
+from rasfw.embedded.data import vocabulary_words
 
 __all__ = ["PAD", "UNK", "Vocabulary", "TextEncoder"]
 
