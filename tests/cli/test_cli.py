@@ -109,6 +109,7 @@ def test_missing_model_path_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert err.startswith("error: model.path: cannot load '/no/such/folder'") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     """`execution=compile` (the cheap aot_eager backend here): same images as eager, graphs in the summary."""
     common = [*SMALL, *QUIET, "compare_dense=false", "prompts=[a small red circle at the top left]"]
@@ -121,6 +122,7 @@ def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     assert compiled["flops"] == eager["flops"]  # counted eagerly for both
 
 
+@pytest.mark.slow
 def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
     """The plugin's config search path goes next to the user's overrides, so a trailing flag still parses."""
     result = subprocess.run(
