@@ -185,3 +185,10 @@ def test_help_lists_plugin_options_and_explains_every_key(capsys):
         assert re.match(r"^\w+\.\w+=\S.*  \S", line), line
     for setting in ("steps", "guidance", "prompts", "compare_dense"):
         assert re.search(rf"^  {setting} +\S.*\(default ", text, re.M), setting
+
+
+def test_progress_bars_are_labelled(tmp_path, capsys):
+    args = [a for a in SMALL if a != "progress=false"]
+    main([*args, *QUIET, "prompts=[a small red circle at the top left]", f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert "RAS 0.5: 100%" in err and "dense: 100%" in err
