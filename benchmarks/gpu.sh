@@ -18,7 +18,9 @@
 #   4. Lumina-Next-SFT 2B (gpu_lumina): eager and cudagraph, ratios 0.5/0.125, both kv dtypes, 2 repeats;
 #   5. Flux.1-dev 12B (gpu_flux): eager only (compute-bound: host launch overhead is small beside its
 #      ~0.25 s steps), ratios 0.5/0.125, both kv dtypes, 2 repeats;
-#   6. SD3 with execution compile (inductor builds a graph per call shape per configuration: minutes), one
+#   6. Wan 2.1 T2V 1.3B (gpu_wan: 81 frames at 480x832, 32760 video tokens, cond and uncond calls): eager
+#      only (each call takes far longer than its launches), 10 steps, ratios 0.5/0.25/0.125, 1 repeat;
+#   7. SD3 with execution compile (inductor builds a graph per call shape per configuration: minutes), one
 #      ratio, with whatever time is left.
 # Every step writes <name>.log under $OUT (each bench row is also printed there as JSON the moment it is
 # measured, so a step cut off by its timeout still leaves its finished rows), the benches also
@@ -100,6 +102,9 @@ step lumina 110 "$PY" -m rasfw.bench preset=gpu_lumina 'executions=[eager,cudagr
 
 step flux 130 "$PY" -m rasfw.bench preset=gpu_flux 'executions=[eager]' 'ratios=[0.5,0.125]' repeats=2 \
     backend=triton 'kv_dtypes=[model,float8_e4m3fn]' "hydra.run.dir=$OUT/flux"
+
+step wan 150 "$PY" -m rasfw.bench preset=gpu_wan 'executions=[eager]' 'ratios=[0.5,0.25,0.125]' repeats=1 \
+    steps=10 warmup=2 'resets=[6]' backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/wan"
 
 step sd3_compile 600 "$PY" -m rasfw.bench preset=gpu 'executions=[compile]' 'ratios=[0.25]' repeats=2 \
     backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/sd3_compile"

@@ -1,6 +1,6 @@
 """`python -m rasfw.bench`: how much of the FLOP saving of RAS turns into wall-clock time, per execution mode.
 
-A synthetic pipeline (`SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`: the architecture of a real
+A synthetic pipeline (`SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`: the architecture of a real
 model with random weights and fixed random text embeddings; speed does not depend on the weights) runs
 whole generations with the denoising loop of its diffusers pipeline. For each execution mode
 (`executions`: eager, compile, cudagraph) the dense baseline runs through the same executor kind
@@ -85,6 +85,7 @@ class SyntheticPipeline:
 
     family: ClassVar[str] = ""
     guidance: ClassVar[float] = 7.0
+    calls_per_step: int = 1  # transformer calls per step (two for Wan's separate CFG calls)
 
     def __init__(self, preset: DictConfig, seed: int) -> None:
         self.preset = preset
@@ -320,13 +321,83 @@ class FluxSynthetic(SyntheticPipeline):
         }
 
 
+class WanSynthetic(SyntheticPipeline):
+    """`WanTransformer3DModel` in the loop of diffusers' `WanPipeline`: a video latent `(1, C, F, H, W)`, and
+    with CFG two calls per step, `cond` then `uncond`, each in its own cache context (batch 1 each).
+
+    Preset keys besides the common ones: `latent_frames`, `latent_height`, `latent_width` (the latent of
+    `4 * (latent_frames - 1) + 1` video frames at `8 * latent_height x 8 * latent_width` pixels), `ffn_dim`.
+    """
+
+    family = "wan"
+    guidance = 5.0
+
+    def __init__(self, preset: DictConfig, seed: int) -> None:
+        super().__init__(preset, seed)
+        self.calls_per_step = self.rows  # the CFG halves are two calls, not one stacked batch
+        self.context_embeds = self.randn(self.rows, 1, preset.context, preset.text_dim)  # per call: (1, T, text_dim)
+
+    @property
+    def num_tokens(self) -> int:
+        p = self.preset
+        return p.latent_frames * (p.latent_height // p.patch) * (p.latent_width // p.patch)
+
+    def build(self, preset: DictConfig) -> torch.nn.Module:
+        from diffusers import WanTransformer3DModel
+
+        return WanTransformer3DModel(
+            patch_size=(1, preset.patch, preset.patch),
+            num_attention_heads=preset.heads,
+            attention_head_dim=preset.head_dim,
+            in_channels=preset.channels,
+            out_channels=preset.channels,
+            text_dim=preset.text_dim,
+            freq_dim=256,
+            ffn_dim=preset.ffn_dim,
+            num_layers=preset.layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=1024,
+        )
+
+    def make_scheduler(self) -> Any:
+        from diffusers import UniPCMultistepScheduler
+
+        return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        p = self.preset
+        return (1, p.channels, p.latent_frames, p.latent_height, p.latent_width)
+
+    def call_inputs(self, latents: torch.Tensor, t: torch.Tensor, guidance: float, branch: int = 0) -> dict[str, Any]:
+        return {
+            "hidden_states": latents,  # (1, C, F, H, W)
+            "timestep": t.expand(latents.shape[0]),
+            "encoder_hidden_states": self.context_embeds[branch],  # (1, T, text_dim)
+        }
+
+    @torch.no_grad()
+    def __call__(self, steps: int, guidance: float | None = None) -> torch.Tensor:
+        guidance = self.guidance if guidance is None else guidance
+        self.set_timesteps(steps)
+        latents = self.latents.clone()
+        for t in self.scheduler.timesteps:
+            outs = []
+            for branch, name in enumerate(("cond", "uncond")[: self.rows]):
+                with self.transformer.cache_context(name):
+                    outs.append(self.transformer(**self.call_inputs(latents, t, guidance, branch), return_dict=False)[0])
+            out = outs[0] if self.rows == 1 else outs[1] + guidance * (outs[0] - outs[1])
+            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
+        return latents
+
+
 def build_pipeline(preset: DictConfig, seed: int) -> SyntheticPipeline:
-    """The synthetic pipeline of `preset.family` ("sd3", "lumina_next" or "flux").
+    """The synthetic pipeline of `preset.family` ("sd3", "lumina_next", "flux" or "wan").
 
     Raises:
         ValueError: unknown family.
     """
-    classes = {cls.family: cls for cls in (SD3Synthetic, LuminaNextSynthetic, FluxSynthetic)}
+    classes = {cls.family: cls for cls in (SD3Synthetic, LuminaNextSynthetic, FluxSynthetic, WanSynthetic)}
     family = preset.get("family", "sd3")
     if family not in classes:
         raise ValueError(f"presets.<name>.family must be one of {', '.join(classes)}; got {family!r}")
@@ -374,7 +445,7 @@ def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
     adapter.install(transformer, state, resolve_backend("torch", pipe.device))
     try:
         grid = adapter.call_grid((), inputs)
-        state.grid_shape = grid.rows, grid.cols
+        state.grid = grid
         caches = state.context_caches(DEFAULT_CONTEXT)
         state.forward = ForwardPlan(None, capture=True, caches=caches)
         adapter.prepare(transformer, state.forward, (), inputs)
@@ -402,7 +473,7 @@ def generation_flops(pipe: SyntheticPipeline, sampler: RegionAdaptiveSampler, st
         active = n - sampler.skip_count(step, steps, n)
         if active not in table:
             table[active] = forward_flops(pipe, active)
-        total += table[active]
+        total += table[active] * pipe.calls_per_step
     return total
 
 
@@ -650,15 +721,25 @@ def _size(value: int | None) -> str:
     return f"{value / 1024**power:.2f} {('KiB', 'MiB', 'GiB')[power - 1]}"
 
 
+def _batching(family: str, cfg: bool) -> str:
+    if not cfg:
+        return "batch 1"
+    return "CFG: two calls per step (cond, uncond)" if family == "wan" else "CFG batch 2"
+
+
 def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
     """The result table as markdown."""
     preset = cfg.presets[cfg.preset]
     family, p = preset.get("family", "sd3"), preset
     layers = f"{p.layers}+{p.single_layers} layers" if family == "flux" else f"{p.layers} layers"
+    if family == "wan":
+        tokens = f"{p.latent_frames * (p.latent_height // p.patch) * (p.latent_width // p.patch)} video tokens"
+    else:
+        tokens = f"{(p.latent_side // p.patch) ** 2} image tokens"
     head = (
         f"preset `{cfg.preset}` ({family}: {layers}, hidden {p.heads * p.head_dim}, "
-        f"{(p.latent_side // p.patch) ** 2} image tokens, {p.context} context tokens, "
-        f"{'CFG batch 2' if p.get('cfg', False) else 'batch 1'}, {p.dtype}), {cfg.steps} steps, warm-up {cfg.warmup}, "
+        f"{tokens}, {p.context} context tokens, "
+        f"{_batching(family, p.get('cfg', False))}, {p.dtype}), {cfg.steps} steps, warm-up {cfg.warmup}, "
         f"resets {list(cfg.resets)}, median of {cfg.repeats}; {machine()}\n\n"
     )
     lines = [

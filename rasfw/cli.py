@@ -157,7 +157,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         updates = state.update_count.clone().cpu()  # (B, N)
         selections, state.record_selection = state.selections, False
         active = state.active_tokens_per_step
-        grid_rows, grid_cols = state.grid_shape
+        grid_shape = state.grid_shape  # (frames, rows, cols)
         seconds = _timed(lambda: generate(False))
         backend, backend_note = ras_backend(runner.pipe).ran()
         executed = ras_execution(runner.pipe).describe()
@@ -176,8 +176,13 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         dense_images, dense_flops = count_flops(lambda: generate(settings["progress"] and "dense"))
         dense_seconds = _timed(lambda: generate(False))
 
-    updates = updates.reshape(-1, grid_rows, grid_cols)
-    files = _write_pictures(out, images, dense_images, updates, selections, sampler, settings["prompts"])
+    updates = updates.reshape(-1, *grid_shape)  # (B, frames, rows, cols)
+    tokens = updates[0].numel()
+    if images.ndim == 5:  # videos (B, frames, 3, H, W)
+        files = _write_videos(out, images, dense_images, updates, selections, settings["prompts"])
+    else:
+        updates = updates[:, 0]  # images: one frame, (B, rows, cols)
+        files = _write_pictures(out, images, dense_images, updates, selections, sampler, settings["prompts"])
     summary = {
         "model": model_name,
         "weights": runner.weights,
@@ -190,7 +195,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "height": height,
         "width": width,
         "prompts": settings["prompts"],
-        "tokens": grid_rows * grid_cols,
+        "tokens": tokens,
         "active_tokens_per_step": active,
         "time_s": seconds,
         "dense_time_s": dense_seconds,
@@ -202,7 +207,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         "psnr_vs_dense": None if dense_images is None else psnr(images, dense_images),
         **files,
     }
-    dense_steps = sum(1 for a in active if a == grid_rows * grid_cols)
+    dense_steps = sum(1 for a in active if a == tokens)
     summary.update(runner.evaluate(settings["prompts"], images, dense_images, updates - dense_steps))
     skipped = len(settings["prompts"]) - summary.get("evaluated_images", len(settings["prompts"]))
     if skipped:
@@ -312,6 +317,49 @@ def _step_labels(sampler: RegionAdaptiveSampler, selections: list, tokens: int) 
     return labels
 
 
+def _write_videos(out: Path, videos, dense_videos, updates, selections, prompts) -> dict[str, Any]:
+    """Write the pictures of a video run; return their file names by role.
+
+    Per video `ras_<i>.gif` (and `dense_<i>.gif`), and `heatmap_<i>.gif`: each frame beside the heat map of
+    the latent frame it was decoded from; `heatmap.png`: a row per video, a column per latent frame;
+    `grid.png`: the middle frame, dense | RAS | heat map.
+
+    Args:
+        videos: `(B, F, 3, H, W)` RAS videos; `dense_videos` the dense ones or None.
+        updates: `(B, latent frames, rows, cols)` how often each token was recomputed, over all steps.
+        selections: per step the `(B, a)` active tokens, None at dense steps.
+        prompts: one per video (the captions).
+    """
+    b, frames, latent = videos.shape[0], videos.shape[1], updates.shape[1]
+    scale = max(1, 256 // max(videos.shape[-2:]))
+    ras_steps = sum(1 for s in selections if s is not None)
+    share = (updates - (len(selections) - ras_steps)).float() / max(ras_steps, 1)  # (B, latent frames, rows, cols)
+    ms = 125  # 8 frames per second
+    names = []
+    for i in range(b):
+        viz.save_gif([viz.to_pil(frame, scale) for frame in videos[i]], out / f"ras_{i}.gif", ms)
+        names.append(f"ras_{i}.gif")
+        if dense_videos is not None:
+            viz.save_gif([viz.to_pil(frame, scale) for frame in dense_videos[i]], out / f"dense_{i}.gif", ms)
+            names.append(f"dense_{i}.gif")
+        viz.save_gif(viz.video_heatmap_frames(videos[i], share[i], scale), out / f"heatmap_{i}.gif", ms)
+        names.append(f"heatmap_{i}.gif")
+    tile = viz.to_pil(videos[0, 0], scale).size[::-1]
+    bar = viz.colour_bar(tile[0], viz.HEAT_UNITS if ras_steps else "no RAS steps in this run")
+    captions = list(prompts)
+    strips = [[viz.heatmap(share[i, f], tile) for f in range(latent)] for i in range(b)]
+    viz.comparison_grid(strips, [f"latent frame {f}" for f in range(latent)], captions, side=bar).save(out / "heatmap.png")
+    middle = frames // 2
+    tiles = [
+        ([viz.to_pil(dense_videos[i, middle], scale)] if dense_videos is not None else [])
+        + [viz.to_pil(videos[i, middle], scale), viz.heatmap(share[i, viz.latent_frame_of(middle, frames, latent)], tile)]
+        for i in range(b)
+    ]
+    headers = (["dense"] if dense_videos is not None else []) + ["RAS", f"heat map ({ras_steps} RAS steps)"]
+    viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions, side=bar).save(out / "grid.png")
+    return {"videos": names, "heatmap": "heatmap.png", "grid": "grid.png"}
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 
@@ -337,7 +385,8 @@ def _hydra_entry() -> None:
         keys = ("execution", "graphs", "speedup", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
         shown = {k: summary[k] for k in keys}
         report(f"summary: {json.dumps(shown)}")
-        written = [*summary["images"], *(summary[k] for k in PICTURES), "summary.json", f"{HydraConfig.get().job.name}.log"]
+        files = [*summary.get("images", []), *summary.get("videos", []), *(summary[k] for k in PICTURES if k in summary)]
+        written = [*files, "summary.json", f"{HydraConfig.get().job.name}.log"]
         written = [name for name in written if (Path(output_dir) / name).exists()]
         report(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
 

@@ -25,17 +25,29 @@ _ATTR = "_rasfw_attachment"
 _MISSING = object()
 
 
+TRANSFORMERS = ("transformer", "transformer_2")
+"""Pipeline attributes that hold a transformer RAS drives (Wan 2.2 switches to `transformer_2` at a boundary)."""
+
+
+@dataclass
+class _Part:
+    """One transformer RAS is applied to, with its own adapter, executor and hook."""
+
+    scope: str  # the pipeline attribute it came from ("transformer", "transformer_2")
+    transformer: torch.nn.Module
+    adapter: ModelAdapter
+    executor: Executor
+    hooked: Any  # rasfw.adapters.base.Hooked: the transformer's hook
+
+
 @dataclass
 class _Attachment:
-    transformer: torch.nn.Module  # the objects RAS was applied to (the pipeline's attributes may change later)
+    parts: list[_Part]  # the objects RAS was applied to (the pipeline's attributes may change later)
     scheduler: Any
     sampler: RegionAdaptiveSampler
-    adapter: ModelAdapter
     backend: TokenBackend
     state: RegionState
-    executor: Executor
     scheduler_attrs: dict[str, Any]  # instance attributes `set_timesteps` / `step` had before (or _MISSING)
-    hooked: Any  # rasfw.adapters.base.Hooked: the transformer's hook
 
 
 def apply_ras(
@@ -44,14 +56,17 @@ def apply_ras(
     """Make `pipe` sample with Region-Adaptive Sampling; `pipe(...)` is then called as usual.
 
     Works on any object with `.transformer` (a supported DiT) and `.scheduler` (a diffusers-style
-    scheduler with `set_timesteps` and `step`), such as diffusers' `StableDiffusion3Pipeline`.
+    scheduler with `set_timesteps` and `step`), such as diffusers' `StableDiffusion3Pipeline`. A pipeline
+    with a second transformer in `.transformer_2` (Wan 2.2, which switches to it at a boundary timestep)
+    gets RAS on both; the first step on the other transformer is dense, because keys, values and outputs
+    cached by one model are not valid for the other (see `docs/models/wan.md`).
 
     Args:
         pipe: the pipeline to modify in place.
         sampler: the RAS settings; the reference defaults when omitted.
         execution: how each transformer call runs: "eager" (default, bit-exact), "compile"
             (`torch.compile(fullgraph=True)`, one graph per call shape) or "cudagraph" (one captured CUDA
-            graph per call shape; CUDA only), or an `Executor` instance.
+            graph per call shape; CUDA only), or an `Executor` instance (one transformer only).
         **options: options of the executor (e.g. `backend="aot_eager"` for "compile").
 
     Returns:
@@ -76,26 +91,44 @@ def apply_ras(
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
         raise TypeError(f"sampler must be a RegionAdaptiveSampler; got {type(sampler).__name__}")
-    transformer, scheduler = _parts(pipe)
+    transformers, scheduler = _parts(pipe)
     if hasattr(pipe, _ATTR):
         raise ValueError("RAS is already applied to this pipeline; call remove_ras(pipe) first")
-    registry = getattr(transformer, "_diffusers_hook", None)
-    if registry is not None and registry.get_hook(HOOK_NAME) is not None:
-        raise ValueError("RAS is already applied to this transformer (through another pipeline); remove it there first")
+    for transformer in transformers.values():
+        registry = getattr(transformer, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(HOOK_NAME) is not None:
+            raise ValueError("RAS is already applied to this transformer (through another pipeline); remove it there first")
+    if len({id(t) for t in transformers.values()}) < len(transformers):
+        raise ValueError("the pipeline's transformer and transformer_2 are one module; RAS needs them distinct")
     if getattr(getattr(scheduler, "step", None), "_rasfw", False):
         raise ValueError("RAS is already applied to this scheduler (through another pipeline); remove it there first")
-    device = _device(transformer)
-    executor = build_executor(execution, **options)
-    executor.check(device)
-    adapter = find_adapter(transformer)()
+    if isinstance(execution, Executor) and len(transformers) > 1:
+        raise ValueError("execution: a pipeline with two transformers needs an execution mode by name (one executor each)")
+    device = _device(transformers["transformer"])
+    executors = {scope: build_executor(execution, **options) for scope in transformers}
+    for scope, transformer in transformers.items():
+        executors[scope].check(_device(transformer))
+    adapters = {scope: find_adapter(transformer)() for scope, transformer in transformers.items()}
     backend = resolve_backend(sampler.backend, device)
-    state = RegionState(keep_buffers=executor.keeps_buffers)
-    adapter.install(transformer, state, backend)
-    hooked = attach_hook(transformer, TransformerHook(sampler, adapter, state, executor))
-    _invalidate(transformer)
+    state = RegionState(keep_buffers=any(e.keeps_buffers for e in executors.values()))
+    parts: list[_Part] = []
+    try:
+        for scope, transformer in transformers.items():
+            adapter, executor = adapters[scope], executors[scope]
+            adapter.install(transformer, state, backend)
+            try:
+                hooked = attach_hook(transformer, TransformerHook(sampler, adapter, state, executor, scope))
+            except BaseException:
+                adapter.remove(transformer)
+                raise
+            _invalidate(transformer)
+            parts.append(_Part(scope, transformer, adapter, executor, hooked))
+    except BaseException:  # the second transformer was refused: leave the first as it was
+        _detach(parts)
+        raise
     saved = {name: vars(scheduler).get(name, _MISSING) for name in ("set_timesteps", "step")}
-    _wrap_scheduler(scheduler, sampler, adapter, state)
-    object.__setattr__(pipe, _ATTR, _Attachment(transformer, scheduler, sampler, adapter, backend, state, executor, saved, hooked))
+    _wrap_scheduler(scheduler, sampler, adapters["transformer"], state)
+    object.__setattr__(pipe, _ATTR, _Attachment(parts, scheduler, sampler, backend, state, saved))
     return state
 
 
@@ -132,23 +165,28 @@ def remove_ras(pipe: Any) -> None:
     Raises:
         ValueError: RAS is not applied to this pipeline.
     """
-    from rasfw.adapters.base import detach_hook
-
     attachment = getattr(pipe, _ATTR, None)
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline; nothing to remove")
-    transformer, scheduler = attachment.transformer, attachment.scheduler
-    detach_hook(attachment.hooked)
-    attachment.adapter.remove(transformer)
-    _invalidate(transformer)
+    scheduler = attachment.scheduler
+    _detach(attachment.parts)
     for name, value in attachment.scheduler_attrs.items():
         if value is _MISSING:
             vars(scheduler).pop(name, None)  # the class method shows through again
         else:
             setattr(scheduler, name, value)
-    attachment.executor.release()
     attachment.state.free()
     object.__delattr__(pipe, _ATTR)
+
+
+def _detach(parts: list[_Part]) -> None:
+    from rasfw.adapters.base import detach_hook
+
+    for part in parts:
+        detach_hook(part.hooked)
+        part.adapter.remove(part.transformer)
+        _invalidate(part.transformer)
+        part.executor.release()
 
 
 def _invalidate(transformer: torch.nn.Module) -> None:
@@ -169,9 +207,15 @@ def ras_backend(pipe: Any) -> TokenBackend:
     return _attachment(pipe).backend
 
 
-def ras_execution(pipe: Any) -> Executor:
-    """The executor of a pipeline with RAS applied (its `describe()` gives the mode and the graph count)."""
-    return _attachment(pipe).executor
+def ras_execution(pipe: Any, transformer: str = "transformer") -> Executor:
+    """The executor of a pipeline with RAS applied (its `describe()` gives the mode and the graph count).
+
+    `transformer` names the pipeline attribute ("transformer_2" for Wan 2.2's second model).
+    """
+    for part in _attachment(pipe).parts:
+        if part.scope == transformer:
+            return part.executor
+    raise ValueError(f"transformer must be one of {', '.join(p.scope for p in _attachment(pipe).parts)}; got {transformer!r}")
 
 
 def _attachment(pipe: Any) -> _Attachment:
@@ -191,12 +235,14 @@ def find_adapter(transformer: torch.nn.Module) -> type[ModelAdapter]:
     raise TypeError(f"apply_ras does not support transformer {type(transformer).__name__}; supported: {supported}")
 
 
-def _parts(pipe: Any) -> tuple[torch.nn.Module, Any]:
-    transformer = getattr(pipe, "transformer", None)
+def _parts(pipe: Any) -> tuple[dict[str, torch.nn.Module], Any]:
+    """The pipeline's transformers by attribute (`transformer` first) and its scheduler."""
+    transformers = {name: getattr(pipe, name, None) for name in TRANSFORMERS}
+    transformers = {name: t for name, t in transformers.items() if t is not None}
     scheduler = getattr(pipe, "scheduler", None)
-    if transformer is None or scheduler is None:
+    if "transformer" not in transformers or scheduler is None:
         raise TypeError(f"apply_ras needs a pipeline with .transformer and .scheduler; got {type(pipe).__name__}")
-    return transformer, scheduler
+    return transformers, scheduler
 
 
 def _device(module: torch.nn.Module) -> torch.device:

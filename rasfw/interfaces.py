@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -13,20 +13,28 @@ if TYPE_CHECKING:
     from rasfw.state import RegionState
 
 
+LAYOUTS = ("bchw", "packed", "bcfhw")
+"""Latent layouts a `TokenGrid` maps: images `(B, C, H, W)`, Flux-packed `(B, N, C * p * p)`, video `(B, C, F, H, W)`."""
+
+
 @dataclass(frozen=True)
 class TokenGrid:
     """How a model's latent maps onto its patch tokens.
 
-    Tokens are numbered row-major over a `rows x cols` grid of patches. A token's values are the
-    `patch * patch` latent pixels of its patch, each with `channels` channels.
+    Tokens are numbered frame-major, then row-major, over a `frames x rows x cols` grid of patches (an
+    image is the one-frame case). A token's values are the `patch_t * patch * patch` latent pixels of its
+    patch, each with `channels` channels.
 
     Attributes:
         rows: patches per column of the latent (latent height // patch).
         cols: patches per row of the latent (latent width // patch).
-        patch: patch size in latent pixels.
+        patch: spatial patch size in latent pixels (height and width).
         channels: latent channels.
-        layout: "bchw" for a `(B, C, H, W)` latent (SD3, Lumina-Next) or "packed" for Flux-style
-            packed latents `(B, N, C * patch * patch)` whose values are ordered (channel, py, px).
+        layout: "bchw" for a `(B, C, H, W)` latent (SD3, Lumina-Next), "packed" for Flux-style packed
+            latents `(B, N, C * patch * patch)` whose values are ordered (channel, py, px), or "bcfhw" for
+            a video latent `(B, C, F, H, W)` (Wan).
+        frames: patches along time (latent frames // patch_t); 1 for an image.
+        patch_t: temporal patch size in latent frames (Wan's `patch_size=(1, 2, 2)` has 1).
     """
 
     rows: int
@@ -34,33 +42,68 @@ class TokenGrid:
     patch: int
     channels: int
     layout: str = "bchw"
+    frames: int = 1
+    patch_t: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "patch", "channels", "frames", "patch_t"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TokenGrid.{name} must be an integer >= 1; got {value!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"TokenGrid.layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
+        if self.layout != "bcfhw" and (self.frames, self.patch_t) != (1, 1):
+            raise ValueError(f"TokenGrid: frames and patch_t other than 1 need layout 'bcfhw'; got {self.layout!r}")
 
     @property
     def num_tokens(self) -> int:
-        return self.rows * self.cols
+        return self.frames * self.rows * self.cols
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """`(frames, rows, cols)`: token `i` sits at `numpy.unravel_index(i, shape)`."""
+        return self.frames, self.rows, self.cols
+
+    @property
+    def patch_values(self) -> int:
+        """Latent pixels per token (`P`)."""
+        return self.patch_t * self.patch * self.patch
 
     def to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latent -> `(B, N, patch * patch, channels)` tokens (a copy for "bchw")."""
-        p, c = self.patch, self.channels
+        """Latent -> `(B, N, P, channels)` tokens (a copy for "bchw" and "bcfhw")."""
+        p, c, b = self.patch, self.channels, latents.shape[0]
         if self.layout == "packed":
-            b = latents.shape[0]
             return latents.reshape(b, self.num_tokens, c, p * p).transpose(-1, -2)  # (B, N, P, C)
-        b = latents.shape[0]
+        if self.layout == "bcfhw":
+            t = self.patch_t
+            x = latents.reshape(b, c, self.frames, t, self.rows, p, self.cols, p)  # (B, C, f, t, h, p, w, p)
+            return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, self.num_tokens, self.patch_values, c)
         x = latents.reshape(b, c, self.rows, p, self.cols, p)  # (B, C, h, p, w, p)
         return x.permute(0, 2, 4, 3, 5, 1).reshape(b, self.num_tokens, p * p, c)  # (B, N, P, C)
 
     def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Inverse of `to_tokens`."""
-        p, c = self.patch, self.channels
-        b = tokens.shape[0]
+        p, c, b = self.patch, self.channels, tokens.shape[0]
         if self.layout == "packed":
             return tokens.transpose(-1, -2).reshape(b, self.num_tokens, c * p * p)  # (B, N, C*P)
+        if self.layout == "bcfhw":
+            t = self.patch_t
+            x = tokens.reshape(b, self.frames, self.rows, self.cols, t, p, p, c)  # (B, f, h, w, t, p, p, C)
+            x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, f, t, h, p, w, p)
+            return x.reshape(b, c, self.frames * t, self.rows * p, self.cols * p)  # (B, C, F, H, W)
         x = tokens.reshape(b, self.rows, self.cols, p, p, c)  # (B, h, w, p, p, C)
         return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, self.rows * p, self.cols * p)  # (B, C, H, W)
 
 
 class RegionMetric(ABC):
-    """Ranks patches by how much the model is working on them (higher = more focus)."""
+    """Ranks patches by how much the model is working on them (higher = more focus).
+
+    Attributes:
+        uses_memory: `score` takes a `memory` keyword: a dict that lives for one generation of one
+            pipeline (in its `RegionState`), empty at the first step, for metrics that compare steps.
+    """
+
+    uses_memory: ClassVar[bool] = False
 
     @abstractmethod
     def score(

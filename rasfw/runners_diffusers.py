@@ -1,4 +1,4 @@
-"""Runners for unmodified diffusers pipelines: SD3, Lumina-Next and Flux.
+"""Runners for unmodified diffusers pipelines: SD3, Lumina-Next, Flux and Wan (video).
 
 Two kinds per family, each the `_target_` of a model config (`conf/model/<name>.yaml`):
 
@@ -25,7 +25,12 @@ from rasfw.registry import register
 from rasfw.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_TINY = {"StableDiffusion3Pipeline": "model=sd3_tiny", "LuminaPipeline": "model=lumina_next_tiny", "FluxPipeline": "model=flux_tiny"}
+_TINY = {
+    "StableDiffusion3Pipeline": "model=sd3_tiny",
+    "LuminaPipeline": "model=lumina_next_tiny",
+    "FluxPipeline": "model=flux_tiny",
+    "WanPipeline": "model=wan_tiny",
+}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -58,6 +63,43 @@ class DiffusersRunner(PipelineRunner):
     def prompt_inputs(self, prompts: list[str]) -> dict[str, Any]:
         """The pipeline's prompt arguments; the real pipelines encode the text themselves."""
         return {"prompt": prompts}
+
+
+class VideoRunner(DiffusersRunner):
+    """Shared `generate` for diffusers text-to-video pipelines (`.frames` with `output_type="pt"`).
+
+    `generate` returns videos `(B, frames, 3, H, W)` in [0, 1]; `frames` is the number of video frames.
+    """
+
+    frames: int = 1
+
+    def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True) -> torch.Tensor:
+        prompts = list(prompts)
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+        self.pipe.set_progress_bar_config(disable=not progress)
+        with torch.no_grad():
+            videos = self.pipe(
+                **self.prompt_inputs(prompts),
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=height,
+                width=width,
+                num_frames=self.frames,
+                generator=generators,
+                output_type="pt",
+            ).frames
+        return videos.float().cpu()  # (B, frames, 3, H, W) in [0, 1]
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.pipe.transformer.config.patch_size[1])  # (t, h, w): the spatial patch
+
+
+def _frames(frames: object) -> int:
+    """Video frames a Wan VAE can make: `4k + 1` (its temporal stride is 4)."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"model.frames must be an integer 4k + 1 (1, 5, 9, ..., 81); got {frames!r}")
+    return frames
 
 
 # -- real weights ---------------------------------------------------------------------------------
@@ -110,6 +152,27 @@ class FluxRunner(DiffusersRunner):
     @property
     def patch_size(self) -> int:
         return 2  # the pipeline packs 2x2 latent pixels per token; the transformer's own patch size is 1
+
+
+@register("runner", "wan")
+class WanRunner(VideoRunner):
+    """Wan 2.1 / 2.2 text-to-video (`WanPipeline`) from `path`; arguments as `SD3Runner`, plus `frames`.
+
+    A Wan 2.2 folder with `transformer_2` gets RAS on both transformers (see `docs/models/wan.md`).
+    """
+
+    pipeline_name: ClassVar[str] = "WanPipeline"
+    default_size = (480, 832)
+
+    def __init__(
+        self,
+        path: str = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        device: str = "cuda",
+        dtype: str = "bfloat16",
+        frames: int = 81,
+    ) -> None:
+        self.frames = _frames(frames)
+        super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
 def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any:
@@ -243,3 +306,31 @@ class TinyFluxRunner(TinyRunner):
     @property
     def patch_size(self) -> int:
         return 2
+
+
+@register("runner", "wan_tiny")
+class TinyWanRunner(TinyRunner, VideoRunner):
+    """A tiny random `WanPipeline` (see `rasfw.tiny`); `two_stage` builds Wan 2.2's two-transformer layout."""
+
+    builder, family = "tiny_wan_pipeline", "Wan"
+    default_size = (64, 96)
+
+    def __init__(
+        self, seed: int = 0, device: str = "cpu", dtype: str = "float32", frames: int = 9, two_stage: bool = False
+    ) -> None:
+        from rasfw import tiny
+
+        if not isinstance(two_stage, bool):
+            raise ValueError(f"model.two_stage must be true or false; got {two_stage!r}")
+        self.frames = _frames(frames)
+        torch_dtype = _dtype(dtype)
+        pipe = tiny.tiny_wan_pipeline(seed, two_stage=two_stage).to(device)
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
+        name = "Wan 2.2 (two transformers)" if two_stage else "Wan"
+        DiffusersRunner.__init__(self, pipe, f"random tiny {name} (seed {seed})")
+
+    def prompt_inputs(self, prompts):
+        tokens, _ = self.embeddings(prompts)
+        neg_tokens, _ = self.embeddings([""] * len(prompts))
+        return {"prompt_embeds": tokens, "negative_prompt_embeds": neg_tokens}

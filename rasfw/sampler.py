@@ -105,7 +105,7 @@ class RegionAdaptiveSampler:
         and the active indices are copied into the fixed `(batch, a)` index buffer of the state.
         """
         if state.skips is None:
-            state.grid_shape = (grid.rows, grid.cols)
+            state.grid = grid
             state.kv_dtype = KV_DTYPES[self.kv_dtype]
             n = grid.num_tokens
             state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
@@ -125,6 +125,26 @@ class RegionAdaptiveSampler:
         state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
         return state.forward
 
+    def switch_model(self, state: RegionState, scope: str) -> None:
+        """The pipeline moved on to another transformer (`scope`) mid-generation (Wan 2.2's boundary).
+
+        Keys, values and outputs cached by one model are not valid for another, so the current step
+        becomes dense: it fills `scope`'s caches, and its planned selection is withdrawn (the drop counts
+        it added are taken back). The caches filled so far are freed, unless captured graphs hold them
+        (`keep_buffers`).
+        """
+        i = state.step
+        if state.skips is not None and i < len(state.skips):
+            state.skips[i] = 0
+        if state.active is not None:
+            state.drop_count -= 1.0
+            state.drop_count.scatter_add_(1, state.active, torch.ones_like(state.active, dtype=torch.float32))
+            state.active = None
+        state.calls.clear()  # every context is refilled by this dense step
+        if not state.keep_buffers:
+            state.caches.clear()  # the previous model's caches; `scope`'s own, if any, are stale too
+        state.scopes.clear()
+
     def observe(self, state: RegionState, model_output: torch.Tensor, grid: TokenGrid) -> None:
         """After the model output of the current step: count updates, choose the next step's tokens."""
         images, n = model_output.shape[0], grid.num_tokens
@@ -142,7 +162,8 @@ class RegionAdaptiveSampler:
         state.active = None
         if i + 1 < state.num_steps and state.skips[i + 1] > 0:
             tokens = grid.to_tokens(model_output.float())  # (B, N, P, C)
-            score = self.metric.score(tokens, grid, state.generator).float()  # (B, N)
+            memory = {"memory": state.metric_memory} if self.metric.uses_memory else {}
+            score = self.metric.score(tokens, grid, state.generator, **memory).float()  # (B, N)
             score = self.starvation.adjust(score, state.drop_count)
             selected = self.select(score, state.skips[i + 1])  # (B, a)
             state.active = state.index_buffer(images, selected.shape[1], device).copy_(selected)

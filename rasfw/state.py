@@ -15,6 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from rasfw.backends.base import TokenBackend
+    from rasfw.interfaces import TokenGrid
 
 DEFAULT_CONTEXT = "default"
 """Cache context of a transformer call made outside `transformer.cache_context(name)`."""
@@ -137,10 +138,12 @@ class RegionState:
         caches: per cache context, the key/value and output caches.
         forward: the plan of the transformer call in progress.
         generator: random numbers for strategies that need them, seeded per generation.
-        grid_shape: `(rows, cols)` of the token grid of the current generation.
+        grid: the token grid of the current generation (`grid_shape` is its `(frames, rows, cols)`).
         kv_dtype: dtype the image keys/values are stored in; `None`: the model's dtype.
         keep_buffers: keep the buffers between generations (captured CUDA graphs hold their addresses).
         calls: per cache context, the last step at which a call read or wrote its caches.
+        scopes: the transformers (by attribute name) called so far in this generation.
+        metric_memory: what a metric with `uses_memory` keeps from step to step of this generation.
         record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
             the selection over time; off by default: it copies from the device once per RAS step).
         selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
@@ -155,10 +158,12 @@ class RegionState:
     caches: dict[str, CallCaches] = field(default_factory=dict)
     forward: ForwardPlan = field(default_factory=ForwardPlan)
     generator: torch.Generator = field(default_factory=torch.Generator)
-    grid_shape: tuple[int, int] | None = None
+    grid: TokenGrid | None = None
     kv_dtype: torch.dtype | None = None
     keep_buffers: bool = False
     calls: dict[str, int] = field(default_factory=dict)
+    scopes: set[str] = field(default_factory=set)
+    metric_memory: dict = field(default_factory=dict)
     record_selection: bool = False
     selections: list[torch.Tensor | None] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -172,8 +177,10 @@ class RegionState:
         self.active = None
         self.drop_count = None
         self.update_count = None
-        self.grid_shape = None
+        self.grid = None
         self.calls.clear()
+        self.scopes.clear()
+        self.metric_memory.clear()
         self.selections = [None] * num_steps if self.record_selection else []
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
@@ -192,6 +199,7 @@ class RegionState:
         self.caches.clear()
         self._indices.clear()
         self._scratch.clear()
+        self.metric_memory.clear()
         self.active = None
         self.forward = ForwardPlan()
 
@@ -251,14 +259,19 @@ class RegionState:
         return self._scratch[key]
 
     @property
+    def grid_shape(self) -> tuple[int, int, int] | None:
+        """`(frames, rows, cols)` of the current generation's token grid (`None` before its first call)."""
+        return None if self.grid is None else self.grid.shape
+
+    @property
     def num_tokens(self) -> int:
-        """Image tokens of the current generation (0 before its first transformer call)."""
-        return 0 if self.grid_shape is None else self.grid_shape[0] * self.grid_shape[1]
+        """Image (or video) tokens of the current generation (0 before its first transformer call)."""
+        return 0 if self.grid is None else self.grid.num_tokens
 
     @property
     def active_tokens_per_step(self) -> list[int]:
         """Tokens recomputed per image at each planned step."""
-        if self.skips is None or self.grid_shape is None:
+        if self.skips is None or self.grid is None:
             return []
         return [self.num_tokens - s for s in self.skips]
 

@@ -49,7 +49,7 @@ def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None
             images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, output_type="pt", progress=False).images)
             if state is not None:
                 dense_steps = sum(1 for s in state.skips if s == 0)
-                rows, cols = state.grid_shape
+                _, rows, cols = state.grid_shape  # one frame
                 counts.append((state.update_count.cpu() - dense_steps).reshape(-1, rows, cols))
     finally:
         if state is not None:

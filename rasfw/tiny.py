@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised diffusers pipelines (SD3, Lumina-Next, Flux), built offline from small configs.
+"""Tiny, randomly initialised diffusers pipelines (SD3, Lumina-Next, Flux, Wan), built offline from small configs.
 
 They run the unmodified diffusers pipeline classes with a few-thousand-parameter transformer and VAE,
 no text encoders (prompt embeddings are passed in), and weights that depend only on a seed. They exist
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -22,6 +23,9 @@ from diffusers import (
     LuminaPipeline,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 
 LATENT_CHANNELS = 4
@@ -175,6 +179,63 @@ def tiny_flux_pipeline(seed: int = 0) -> FluxPipeline:
         tokenizer=None,
         text_encoder_2=None,
         tokenizer_2=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+WAN_LATENT_CHANNELS = 4
+
+
+def tiny_wan_vae(seed: int = 0) -> AutoencoderKLWan:
+    """Wan's causal video VAE at its real strides (8x in space, 4x in time) with 4 latent channels."""
+    with _seeded(seed):
+        vae = AutoencoderKLWan(
+            base_dim=4,
+            z_dim=WAN_LATENT_CHANNELS,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+            latents_mean=[0.0] * WAN_LATENT_CHANNELS,
+            latents_std=[1.0] * WAN_LATENT_CHANNELS,
+        )
+    return vae.eval()
+
+
+def tiny_wan_transformer(seed: int = 0) -> WanTransformer3DModel:
+    """A 2-layer `WanTransformer3DModel`, hidden 24 (2 heads of 12), Wan's `patch_size=(1, 2, 2)`."""
+    with _seeded(seed):
+        model = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=WAN_LATENT_CHANNELS,
+            out_channels=WAN_LATENT_CHANNELS,
+            text_dim=TEXT_DIM,
+            freq_dim=32,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+    return model.eval()
+
+
+def tiny_wan_pipeline(seed: int = 0, two_stage: bool = False) -> WanPipeline:
+    """diffusers' `WanPipeline` around tiny random parts, without a text encoder.
+
+    `two_stage` builds the Wan 2.2 layout: a second transformer (`transformer_2`, seeded `seed + 2`) for
+    the low-noise steps after the boundary (`boundary_ratio=0.875`, as Wan 2.2 T2V-A14B).
+    """
+    extra = {"transformer_2": tiny_wan_transformer(seed + 2), "boundary_ratio": 0.875} if two_stage else {}
+    pipe = WanPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=tiny_wan_vae(seed + 1),
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+        transformer=tiny_wan_transformer(seed),
+        **extra,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -194,3 +194,35 @@ def _vertical_text(text: str, font, height: int) -> Image.Image:
     for i, line in enumerate(lines):
         draw.text(((height - _text_width(line, font)) // 2, i * line_h), line, fill=_TEXT, font=font)
     return horizontal.rotate(90, expand=True)
+def latent_frame_of(frame: int, video_frames: int, latent_frames: int) -> int:
+    """The latent frame a decoded video frame comes from.
+
+    A causal video VAE with temporal stride 4 (Wan) decodes latent frame 0 to video frame 0 and each later
+    latent frame to the next 4 video frames; other frame counts are mapped proportionally.
+    """
+    if video_frames == 4 * (latent_frames - 1) + 1:
+        return (frame + 3) // 4
+    return min(frame * latent_frames // max(video_frames, 1), latent_frames - 1)
+
+
+def video_heatmap_frames(video: torch.Tensor, share: torch.Tensor, scale: int) -> list[Image.Image]:
+    """Per video frame: the frame, and beside it the heat map of the latent frame it was decoded from.
+
+    Args:
+        video: `(F, 3, H, W)` frames in [0, 1].
+        share: `(latent frames, rows, cols)` per patch the share of RAS steps it was recomputed in.
+        scale: enlargement of each frame.
+    """
+    latent = share.shape[0]
+    size = to_pil(video[0], scale).size[::-1]  # (height, width)
+    heats = [heatmap(share[f], size) for f in range(latent)]
+    frames = []
+    for t, frame in enumerate(video):
+        picture, heat = to_pil(frame, scale), heats[latent_frame_of(t, len(video), latent)]
+        canvas = Image.new("RGB", (2 * picture.width + 3 * _PAD, picture.height + 2 * _PAD), "white")
+        canvas.paste(picture, (_PAD, _PAD))
+        canvas.paste(heat, (2 * _PAD + picture.width, _PAD))
+        frames.append(canvas)
+    return frames
+
+

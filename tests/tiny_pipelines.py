@@ -19,6 +19,7 @@ from rasfw.tiny import (
     POOLED_DIM,
     TEXT_DIM,
     TEXT_LEN,
+    WAN_LATENT_CHANNELS,
     flux_scheduler,
     tiny_flux_pipeline,
     tiny_flux_transformer,
@@ -26,6 +27,7 @@ from rasfw.tiny import (
     tiny_lumina_next_transformer,
     tiny_sd3_pipeline,
     tiny_vae,
+    tiny_wan_pipeline,
 )
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "tiny_lumina_next_transformer",
     "tiny_sd3_pipeline",
     "tiny_vae",
+    "tiny_wan_pipeline",
+    "WanCall",
 ]
 
 VAE_SCALE = 8
@@ -175,3 +179,33 @@ class FluxLoop:
             out = self.transformer(hidden_states=latents, **inputs, return_dict=False)[0]
             latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
         return latents
+
+
+class WanCall:
+    """diffusers' `WanPipeline` called with video latents and embeddings instead of prompts.
+
+    `height` and `width` are latent pixels; `frames` latent frames (the VAE makes `4 * (frames - 1) + 1`
+    video frames of them). Guidance above 1 runs the pipeline's two calls per step, `cond` then `uncond`.
+    """
+
+    frames = 3
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
+
+    @torch.no_grad()
+    def __call__(self, batch=1, height=16, width=24, steps=8, guidance=3.0, seed=0):
+        latents, text, negative = per_image(
+            batch, seed, (WAN_LATENT_CHANNELS, self.frames, height, width), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM)
+        )
+        return self.pipe(
+            prompt_embeds=text,
+            negative_prompt_embeds=negative,
+            latents=latents,
+            height=height * VAE_SCALE,
+            width=width * VAE_SCALE,
+            num_frames=4 * (self.frames - 1) + 1,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="latent",
+        ).frames

@@ -4,6 +4,7 @@ from rasfw.adapters import (
     flux,  # noqa: F401 - registration
     lumina_next,  # noqa: F401 - registration
     sd3,  # noqa: F401 - registration
+    wan,  # noqa: F401 - registration
 )
 from rasfw.adapters.base import ProjectionCacheAdapter
 

@@ -99,17 +99,32 @@ class TransformerHook(ModelHook):
     _is_stateful = True  # so diffusers hands it the cache context of each call
 
     def __init__(
-        self, sampler: RegionAdaptiveSampler, adapter: ModelAdapter, state: RegionState, executor: Executor
+        self,
+        sampler: RegionAdaptiveSampler,
+        adapter: ModelAdapter,
+        state: RegionState,
+        executor: Executor,
+        scope: str = "transformer",
     ) -> None:
         super().__init__()
         self.sampler, self.adapter, self.state, self.executor = sampler, adapter, state, executor
+        self.scope = scope  # which of the pipeline's transformers this is
         self.context = _ContextName()
+
+    def context_name(self) -> str:
+        """The cache context of the call in progress; a second transformer's contexts are its own."""
+        name = self.context.name
+        return name if self.scope == "transformer" else f"{self.scope}/{name}"
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         grid = self.adapter.call_grid(args, kwargs) if state.skips is None else None
-        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, self.context.name)
+        if self.scope not in state.scopes:
+            if state.scopes:  # the pipeline switched transformers (Wan 2.2): the other's caches do not fit this one
+                self.sampler.switch_model(state, self.scope)
+            state.scopes.add(self.scope)
+        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, self.context_name())
         if plan.caches is not None:
             if state.calls.get(plan.context) == state.step:
                 raise RuntimeError(

@@ -65,10 +65,10 @@ class FluxAdapter(ProjectionCacheAdapter):
         if latents.ndim != 3:
             raise ValueError(f"Flux latents are packed tokens (B, N, C*4); got shape {tuple(latents.shape)}")
         n, width = latents.shape[1:]
-        shape = self._state.grid_shape if self._state is not None else None
-        if shape is None or shape[0] * shape[1] != n:
+        seen = self._state.grid if self._state is not None else None
+        if seen is None or seen.num_tokens != n:
             raise ValueError(f"no transformer call with {n} image tokens was seen; the token grid comes from its img_ids")
-        return TokenGrid(*shape, self.pack, width // self.pack**2, layout="packed")
+        return TokenGrid(seen.rows, seen.cols, self.pack, width // self.pack**2, layout="packed")
 
     def make_processor(self, attention, name, state, backend):
         return FluxRASAttnProcessor(attention, attention.processor, name, state, backend)

@@ -24,6 +24,7 @@ GRIDS = (
     TokenGrid(rows=3, cols=4, patch=2, channels=4),  # SD3-style (B, C, H, W) latents
     TokenGrid(rows=2, cols=5, patch=2, channels=4, layout="packed"),  # Flux-style packed latents
     TokenGrid(rows=4, cols=4, patch=1, channels=3),
+    TokenGrid(rows=2, cols=3, patch=2, channels=4, layout="bcfhw", frames=3),  # Wan-style video latents
 )
 STEP_COUNTS = (1, 8, 28)
 TOKEN_COUNTS = (12, 256, 4096)
@@ -54,14 +55,14 @@ def check_region_metric(metric: type[RegionMetric] | RegionMetric, bad_params: M
         for batch in (1, 3):
             tokens = _tokens(grid, batch, seed=batch)
             before = tokens.clone()
-            score = metric.score(tokens, grid, torch.Generator().manual_seed(0))
+            score = _score(metric, tokens, grid)
             where = f"{name}.score on {batch} image(s) of a {grid.rows}x{grid.cols} {grid.layout} grid"
             _expect(isinstance(score, torch.Tensor), f"{where} returned {type(score).__name__}, not a tensor")
             _expect(tuple(score.shape) == (batch, grid.num_tokens), f"{where} returned shape {tuple(score.shape)}; expected (B, N) = {(batch, grid.num_tokens)}")
             _expect(score.dtype == torch.float32, f"{where} returned {score.dtype}; expected torch.float32")
             _expect(bool(torch.isfinite(score).all()), f"{where} returned NaN or infinite scores")
             _expect(torch.equal(tokens, before), f"{where} modified its input tokens in place")
-            again = metric.score(tokens, grid, torch.Generator().manual_seed(0))
+            again = _score(metric, tokens, grid)
             _expect(torch.equal(score, again), f"{where} is not deterministic under a generator seeded the same")
     _compose("metric", metric)
 
@@ -225,8 +226,18 @@ def _check_params(cls: type, bad_params: Mapping[str, Any] | None) -> None:
         raise AssertionError(f"{cls.__name__}({param}={value!r}) was accepted; validate '{param}' and raise ValueError naming it")
 
 
+def _score(metric: RegionMetric, tokens: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    """`metric.score` with a generator seeded 0; a metric with memory (`uses_memory`) scores a first step
+    and then this one, from a fresh memory each time."""
+    if not metric.uses_memory:
+        return metric.score(tokens, grid, torch.Generator().manual_seed(0))
+    memory: dict = {}
+    metric.score(tokens * 0.5, grid, torch.Generator().manual_seed(0), memory=memory)
+    return metric.score(tokens, grid, torch.Generator().manual_seed(0), memory=memory)
+
+
 def _tokens(grid: TokenGrid, batch: int, seed: int) -> torch.Tensor:
-    shape = (batch, grid.num_tokens, grid.patch**2, grid.channels)  # (B, N, P, C)
+    shape = (batch, grid.num_tokens, grid.patch_values, grid.channels)  # (B, N, P, C)
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 

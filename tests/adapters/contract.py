@@ -75,7 +75,7 @@ class AdapterContract:
         assert torch.isfinite(out).all()
         assert not torch.equal(out, dense)
         assert not state.caches and not state.kv  # caches are freed when the generation ends
-        n = state.grid_shape[0] * state.grid_shape[1]
+        n = state.num_tokens
         assert min(state.active_tokens_per_step) == n - int(0.75 * n)
 
     def test_cfg_halves_share_selection(self):
@@ -92,7 +92,7 @@ class AdapterContract:
         for index in ras_calls:  # rows [uncond_0, uncond_1, cond_0, cond_1] with two copies
             assert index.shape[0] == 2 * self.cfg_copies
             assert all(torch.equal(index[:2], copy) for copy in index.split(2))
-            assert not torch.equal(index[0], index[1]) or index.shape[1] == state.grid_shape[0] * state.grid_shape[1]
+            assert not torch.equal(index[0], index[1]) or index.shape[1] == state.num_tokens
 
     def test_interleaved_pipelines_match_alone(self):
         a, b = self.make_pipe(self.patch_sizes[0]), self.make_pipe(self.patch_sizes[0])
@@ -126,12 +126,12 @@ class AdapterContract:
         adapter = find_adapter(transformer)()
         state = RegionState()
         adapter.install(transformer, state, TorchBackend())
-        n = rows * cols
+        call_grid = adapter.call_grid((), inputs)
+        state.grid = call_grid
+        n = call_grid.num_tokens  # rows x cols, times the frames of a video model
         active = data.draw(st.integers(1, n), label="active")
         gen = torch.Generator().manual_seed(seed)
         index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
-        call_grid = adapter.call_grid((), inputs)
-        state.grid_shape = call_grid.rows, call_grid.cols
         caches = state.context_caches("default")
         with torch.no_grad():
             state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache, caches=caches)

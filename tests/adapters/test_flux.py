@@ -39,7 +39,7 @@ def test_grid_comes_from_img_ids():
     loop = FluxLoop(tiny_flux_transformer())
     state = apply_ras(loop, ras())
     loop(batch=1, height=8, width=12, steps=6)
-    assert state.grid_shape == (4, 6)
+    assert state.grid_shape == (1, 4, 6)
 
 
 def test_two_calls_in_one_cache_context_raise():

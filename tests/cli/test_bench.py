@@ -17,6 +17,12 @@ SMALL = {  # per preset: one layer (of each kind), an 8x8 latent (16 image token
         "presets.cpu_flux.single_layers=1",
         "presets.cpu_flux.latent_side=8",
         "presets.cpu_flux.context=16",
+    ],
+    "cpu_wan": [  # 3 latent frames of 4x4: 12 video tokens
+        "presets.cpu_wan.layers=1",
+        "presets.cpu_wan.latent_height=4",
+        "presets.cpu_wan.latent_width=4",
+        "presets.cpu_wan.context=16",
     ],  # fmt: skip
 }
 FIELDS = (
@@ -64,8 +70,8 @@ def test_bench_compares_each_execution_mode_with_its_own_dense_baseline():
     assert eager["dense_time_s"] != compiled["dense_time_s"]
 
 
-@pytest.mark.parametrize("preset", ["cpu_lumina", "cpu_flux"])
-def test_bench_runs_the_lumina_and_flux_architectures(preset):
+@pytest.mark.parametrize("preset", ["cpu_lumina", "cpu_flux", "cpu_wan"])
+def test_bench_runs_the_lumina_flux_and_wan_architectures(preset):
     rows = measure(config(preset, "kv_dtypes=[model,float8_e4m3fn]"))
     assert [row["preset"] for row in rows] == [preset, preset]
     check_rows(rows)
@@ -102,3 +108,15 @@ def test_bad_settings_are_named(override, message):
 def test_bench_rejects_a_gpu_preset_without_a_gpu(preset):
     with pytest.raises(ValueError, match=f"preset={preset} needs a CUDA device"):
         measure(config(preset))
+
+
+def test_wan_flops_count_both_cfg_calls_of_a_step():
+    from rasfw.bench import build_pipeline, forward_flops, generation_flops
+    from rasfw.sampler import DenseSampler
+
+    cfg = config("cpu_wan")
+    pipe = build_pipeline(cfg.presets.cpu_wan, 0)
+    assert pipe.num_tokens == 3 * 2 * 2 and pipe.calls_per_step == 2
+    table: dict[int, int] = {}
+    assert generation_flops(pipe, DenseSampler(), 3, table) == 3 * 2 * forward_flops(pipe, pipe.num_tokens)
+    assert "12 video tokens" in markdown(measure(cfg), cfg)

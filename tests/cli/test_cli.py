@@ -50,6 +50,17 @@ def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
     assert "model: default (" in log and "summary: " in log and "selection.gif" in log
 
 
+def test_video_model_run_lists_its_gifs(tmp_path, capsys):
+    main([*SMALL, *QUIET, "model=wan_tiny", "model.frames=5", "height=32", "width=48", "prompts=[a cat]",
+          f"hydra.run.dir={tmp_path}"])  # fmt: skip
+    out = capsys.readouterr().out
+    listed = out.split("wrote ", 1)[1].splitlines()[1:]
+    assert [line.strip() for line in listed] == [
+        "ras_0.gif", "dense_0.gif", "heatmap_0.gif", "grid.png", "heatmap.png", "summary.json"  # no log: QUIET
+    ]  # fmt: skip
+    assert all((tmp_path / name.strip()).exists() for name in listed)
+
+
 def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
     main([*SMALL, *QUIET, "ratio.value=1.0", f"hydra.run.dir={tmp_path}"])
     summary = json.loads((tmp_path / "summary.json").read_text())

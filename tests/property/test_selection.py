@@ -82,3 +82,28 @@ def test_planning_marks_dense_steps_and_captures_before_each_ras_step(steps, row
         state.step += 1
     assert state.update_count.shape == (batch, grid.num_tokens)
     assert int(state.update_count.sum()) == batch * sum(state.active_tokens_per_step)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    frames=st.integers(1, 4),
+    rows=st.integers(1, 4),
+    cols=st.integers(1, 4),
+    patch=st.integers(1, 3),
+    patch_t=st.integers(1, 2),
+    channels=st.integers(1, 4),
+)
+def test_video_token_grid_round_trips_and_numbers_tokens_frame_then_row_then_col(
+    batch, frames, rows, cols, patch, patch_t, channels
+):
+    grid = TokenGrid(rows, cols, patch, channels, layout="bcfhw", frames=frames, patch_t=patch_t)
+    latent = torch.randn(batch, channels, frames * patch_t, rows * patch, cols * patch)
+    tokens = grid.to_tokens(latent)
+    assert tokens.shape == (batch, frames * rows * cols, patch_t * patch * patch, channels)
+    assert torch.equal(grid.from_tokens(tokens), latent)
+    # token (f, r, c) holds the latent block at frame f, row r, column c, as Wan's Conv3d patches are flattened
+    f, r, c = frames - 1, rows - 1, cols - 1
+    token = tokens[:, (f * rows + r) * cols + c]  # (B, P, C)
+    block = latent[:, :, f * patch_t:(f + 1) * patch_t, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch]
+    assert torch.equal(token, block.flatten(2).transpose(1, 2))  # P ordered (t, y, x)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rasfw import REGISTRY, TokenGrid
-from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise
+from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise, TemporalDifference
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio, ReferenceDynamicRatio
 from rasfw.strategies.resets import FixedReset, NoReset, PeriodicReset
 from rasfw.strategies.starvation import ExpStarvation, NoStarvation
@@ -27,6 +27,15 @@ def tokens(seed=0, batch=2):
     return torch.randn(batch, GRID.num_tokens, GRID.patch**2, GRID.channels, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("name", REGISTRY.names("metric"))
+def test_metric_contract(name):
+    metric = REGISTRY.build("metric", name)
+    gen = torch.Generator().manual_seed(0)
+    memory = {"memory": {}} if metric.uses_memory else {}
+    for step in range(2):  # a metric with memory compares the second step with the first
+        score = metric.score(tokens(step), GRID, gen, **memory)
+        assert score.shape == (2, GRID.num_tokens) and score.dtype == torch.float32
+        assert torch.isfinite(score).all()
 @pytest.mark.parametrize(("kind", "name"), [(k, n) for k in CHECKS for n in REGISTRY.names(k)])
 def test_every_registered_strategy_passes_its_checker(kind, name):
     """rasfw.testing: shapes, dtypes, ranges, warm-up, determinism, validation and a tiny generation."""
@@ -53,6 +62,33 @@ def test_random_metric_follows_the_generator():
     b = RandomScore().score(tokens(), GRID, torch.Generator().manual_seed(5))
     c = RandomScore().score(tokens(), GRID, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_temporal_difference_scores_the_change_and_keeps_the_score_of_tokens_not_recomputed():
+    metric, memory = TemporalDifference(), {}
+    first = tokens(0)
+    assert torch.equal(metric.score(first, GRID, memory=memory), StdNoise().score(first, GRID))  # nothing to compare yet
+    second = first.clone()
+    second[:, :5] += 0.5  # tokens 0-4 recomputed (changed by exactly 0.5); the others came from the cache
+    score = metric.score(second, GRID, memory=memory)
+    torch.testing.assert_close(score[:, :5], torch.full((2, 5), 0.5))
+    assert torch.equal(score[:, 5:], StdNoise().score(first, GRID)[:, 5:])  # unchanged: the score they had
+    third = second.clone()
+    third[:, 5:] -= 0.25
+    score = metric.score(third, GRID, memory=memory)
+    torch.testing.assert_close(score[:, 5:], torch.full((2, GRID.num_tokens - 5), 0.25))
+    torch.testing.assert_close(score[:, :5], torch.full((2, 5), 0.5))
+    with pytest.raises(ValueError, match="memory"):
+        metric.score(first, GRID)
+
+
+def test_token_grid_validates_its_fields():
+    with pytest.raises(ValueError, match="TokenGrid.frames must be an integer >= 1"):
+        TokenGrid(2, 2, 2, 4, layout="bcfhw", frames=0)
+    with pytest.raises(ValueError, match="TokenGrid.layout must be one of bchw, packed, bcfhw"):
+        TokenGrid(2, 2, 2, 4, layout="video")
+    with pytest.raises(ValueError, match="need layout 'bcfhw'"):
+        TokenGrid(2, 2, 2, 4, frames=3)
 
 
 def test_token_grid_round_trips_both_layouts():

@@ -21,6 +21,12 @@ class EdgeEnergy(RegionMetric):
     """
 
     def score(self, tokens: torch.Tensor, grid: TokenGrid, generator: torch.Generator | None = None) -> torch.Tensor:
+        if grid.frames > 1 or grid.patch_t > 1:  # video: each frame scored as an image
+            b, n, _, c = tokens.shape
+            frames = tokens.reshape(b, n, grid.patch_t, grid.patch**2, c).mean(dim=2)  # (B, N, p*p, C)
+            frames = frames.reshape(b * grid.frames, grid.rows * grid.cols, grid.patch**2, c)
+            image = replace(grid, layout="bchw", frames=1, patch_t=1)
+            return self.score(frames, image, generator).reshape(b, n)  # (B, N)
         # Tokens are (B, N, P, C) whatever the model's layout: read them back as a (B, C, H, W) image.
         latent = replace(grid, layout="bchw").from_tokens(tokens.float())  # (B, C, H, W)
         mean = latent.mean(dim=1, keepdim=True)  # (B, 1, H, W)
