@@ -1,0 +1,66 @@
+"""Time one transformer call of a bench preset, dense and with a share of its tokens active.
+
+    .venv/bin/python benchmarks/call_times.py [preset] [repeats]     (default: cpu_wan 10)
+
+A whole generation mixes dense, capture and RAS calls with the scheduler; this isolates one call: the
+original dense forward, a capture call (the RAS processors with every token, filling the caches) and RAS
+calls with 1, 1/2, 1/4 and 1/8 of the tokens active (the caches filled, random active tokens). Prints a
+markdown table of milliseconds per call (mean of `repeats` after one warm-up call).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from hydra import compose, initialize_config_module
+
+from rasfw.backends import resolve_backend
+from rasfw.bench import build_pipeline, machine
+from rasfw.hooks import find_adapter
+from rasfw.state import ForwardPlan, RegionState
+
+
+def _ms(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+@torch.no_grad()
+def main(preset: str = "cpu_wan", repeats: int = 10) -> None:
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        cfg = compose("bench", overrides=[f"preset={preset}"])
+    pipe = build_pipeline(cfg.presets[preset], cfg.seed)
+    transformer, n = pipe.transformer, pipe.num_tokens
+    inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
+    call = lambda: transformer(**inputs, return_dict=False)  # noqa: E731
+    rows = [("dense (original forward)", n, _ms(call, repeats))]
+    adapter, state = find_adapter(transformer)(), RegionState()
+    adapter.install(transformer, state, resolve_backend("torch", pipe.device))
+    try:
+        state.grid = adapter.call_grid((), inputs)
+        caches = state.context_caches("default")
+        state.forward = ForwardPlan(None, capture=True, caches=caches)
+        adapter.prepare(transformer, state.forward, (), inputs)
+        rows.append(("capture (fills the caches)", n, _ms(call, repeats)))
+        batch = inputs["hidden_states"].shape[0]
+        gen = torch.Generator().manual_seed(0)
+        for active in (n, n // 2, n // 4, n // 8):
+            index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
+            state.forward = ForwardPlan(state.index_buffer(batch, active, pipe.device).copy_(index), caches=caches)
+            rows.append((f"RAS, {active} of {n} tokens", active, _ms(call, repeats)))
+    finally:
+        adapter.remove(transformer)
+        state.free()
+    print(f"preset `{preset}`, one call, mean of {repeats}; {machine()}\n")
+    print("| call | tokens computed | ms | vs dense |\n| --- | --- | --- | --- |")
+    for name, computed, ms in rows:
+        print(f"| {name} | {computed} | {ms:.1f} | {ms / rows[0][2]:.2f} |")
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:2] or ["cpu_wan"]), *[int(a) for a in sys.argv[2:3]])
