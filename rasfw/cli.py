@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import job, viz
-from rasfw.build import build
+from rasfw.build import build, plain
 from rasfw.compare import psnr
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
@@ -58,7 +58,20 @@ class UsageError(ValueError):
 def build_sampler(cfg: DictConfig) -> RegionAdaptiveSampler:
     """Instantiate the sampler and its strategies from a composed config."""
     strategies = {group: build(cfg[group], group, group) for group in STRATEGY_GROUPS}
-    return build(cfg.sampler, "sampler", "sampler", backend=cfg.backend.name, seed=cfg.seed, **strategies)
+    return build(cfg.sampler, "sampler", "sampler", backend=backend_name(cfg.backend), seed=cfg.seed, **strategies)
+
+
+def backend_name(node: DictConfig) -> str:
+    """The registered name of the backend class a `backend` option's `_target_` names (it takes no settings:
+    the sampler builds the backend for the pipeline's device)."""
+    data = plain(node, "backend")
+    target = data.pop("_target_", None)
+    if target is None:
+        raise UsageError("backend._target_ is missing; it must name a registered backend class")
+    if data:
+        raise UsageError(f"backend.{next(iter(data))}: unknown setting; a backend option has only a _target_")
+    cls = REGISTRY.by_target("backend", target, "backend._target_")
+    return next(name for name, registered in REGISTRY.items("backend") if registered is cls)
 
 
 SETTINGS = {

@@ -4,8 +4,9 @@
 `resolve_backend("auto" | "torch" | "triton", device)` picks one.
 """
 
+from rasfw.backends.auto import AutoBackend
 from rasfw.backends.base import TokenBackend, resolve_backend
 from rasfw.backends.torch_ref import TorchBackend
 from rasfw.backends.triton import TritonBackend
 
-__all__ = ["TokenBackend", "TorchBackend", "TritonBackend", "resolve_backend"]
+__all__ = ["AutoBackend", "TokenBackend", "TorchBackend", "TritonBackend", "resolve_backend"]

@@ -40,14 +40,14 @@ class TokenBackend(ABC):
 
 
 AUTO = "auto"
-"""The backend name that picks per device: Triton on a CUDA device when Triton imports, else the torch reference."""
+"""The backend name that picks per device (`rasfw.backends.auto.AutoBackend`)."""
 
 
 def backend_names() -> list[str]:
-    """The backends a sampler accepts: every registered one (plugins included), then "auto"."""
+    """The backends a sampler accepts: every registered one, plugins' and "auto" included."""
     from rasfw.registry import REGISTRY
 
-    return [*REGISTRY.names("backend"), AUTO]
+    return REGISTRY.names("backend")
 
 
 def resolve_backend(name: str, device: torch.device | str | None = None) -> TokenBackend:

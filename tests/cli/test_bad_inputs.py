@@ -76,7 +76,8 @@ CASES = [
     ("sampler._target_=builtins.exec", "sampler._target_: 'builtins.exec' is not a registered sampler class"),
     # backend and execution
     ("backend=nope", "backend: unknown option 'nope'"),
-    ("backend.name=nope", "backend must be one of torch, triton, auto"),
+    ("backend._target_=os.system", "backend._target_: 'os.system' is not a registered backend class"),
+    ("+backend.device=cuda", "backend.device: unknown setting; a backend option has only a _target_"),
     ("execution=nope", "execution: unknown option 'nope'"),
     ("execution=compile execution.backend=nope", "execution.backend: unknown torch.compile backend 'nope'"),
     ("execution=compile execution.recompile_limit=0", "execution.recompile_limit must be an integer >= 1"),

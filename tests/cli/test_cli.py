@@ -120,6 +120,7 @@ def test_missing_model_path_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert err.startswith("error: model.path: cannot load '/no/such/folder'") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     """`execution=compile` (the cheap aot_eager backend here): same images as eager, graphs in the summary."""
     common = [*SMALL, *QUIET, "compare_dense=false", "prompts=[a small red circle at the top left]"]
@@ -132,6 +133,7 @@ def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     assert compiled["flops"] == eager["flops"]  # counted eagerly for both
 
 
+@pytest.mark.slow
 def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
     """The plugin's config search path goes next to the user's overrides, so a trailing flag still parses."""
     result = subprocess.run(
@@ -197,3 +199,10 @@ def test_help_lists_plugin_options_and_explains_every_key(capsys):
         assert re.match(r"^\w+\.\w+=\S.*  \S", line), line
     for setting in ("steps", "guidance", "prompts", "compare_dense"):
         assert re.search(rf"^  {setting} +\S.*\(default ", text, re.M), setting
+
+
+def test_progress_bars_are_labelled(tmp_path, capsys):
+    args = [a for a in SMALL if a != "progress=false"]
+    main([*args, *QUIET, "prompts=[a small red circle at the top left]", f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert "RAS 0.5: 100%" in err and "dense: 100%" in err

@@ -45,7 +45,10 @@ def test_every_option_composes_and_builds(override):
 
 
 def test_backend_options_match_registered_backends():
-    assert set(options("backend")) - {"auto"} <= set(REGISTRY.names("backend"))
+    """Every backend option names a registered class by _target_ (as every other group does), and back."""
+    assert set(options("backend")) == set(REGISTRY.names("backend"))
+    for name in options("backend"):
+        assert build_sampler(composed(f"backend={name}")).backend == name
 
 
 @pytest.mark.parametrize("name", options("experiment"))

@@ -68,3 +68,14 @@ def test_the_api_reference_covers_every_public_module():
     }
     assert public - documented == set()
     assert documented - public == set()  # no page for a module that is gone
+
+
+def test_the_guides_packaging_example_is_the_example_plugins():
+    """The pyproject excerpt in docs/plugins.md says what plugins/rasfw_edge/pyproject.toml does."""
+    tomllib = pytest.importorskip("tomllib", reason="the standard library reads TOML from Python 3.11")
+    (block,) = re.findall(r"^```toml\n(.*?)^```", (ROOT / "docs" / "plugins.md").read_text(), re.S | re.M)
+    shown = tomllib.loads(block)
+    real = tomllib.loads((ROOT / "plugins" / "rasfw_edge" / "pyproject.toml").read_text())
+    assert shown["project"]["entry-points"] == real["project"]["entry-points"]
+    assert shown["tool"]["setuptools"] == real["tool"]["setuptools"]
+    assert shown["project"]["name"] == real["project"]["name"]

@@ -8,6 +8,8 @@ from rasfw.embedded.eval import attribute_accuracy, load_evaluator
 from rasfw.embedded.models import load_pipeline
 from rasfw.embedded.models.pipeline import DEFAULT_WEIGHTS
 
+pytestmark = pytest.mark.slow  # end to end: the shipped model draws 24 images, the evaluator scores them
+
 
 @pytest.fixture(scope="module")
 def drawn():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hydra import compose, initialize_config_module
 
 from rasfw.study import markdown, run_study
+
+pytestmark = pytest.mark.slow  # end to end: whole studies on the embedded model
 
 
 def test_study_rows_cover_dense_ras_and_matched_dense():

@@ -61,12 +61,14 @@ def compiled_run(request):
             "after_remove": generate(pipe)}  # fmt: skip
 
 
+@pytest.mark.slow  # compiles each family's transformer: the suite's longest end-to-end runs
 def test_compile_equals_eager(compiled_run):
     torch.testing.assert_close(compiled_run["first"], compiled_run["eager"], **TOLERANCE)
     assert torch.equal(compiled_run["second"], compiled_run["first"])  # same graphs, same numbers
     assert not torch.equal(compiled_run["first"], compiled_run["dense"])
 
 
+@pytest.mark.slow
 def test_compile_builds_one_graph_per_call_shape_and_none_later(compiled_run):
     kinds = {key[0][0] for key in compiled_run["keys"]}
     assert kinds == {"dense", "capture", "ras"}  # three call shapes in this schedule
@@ -74,6 +76,7 @@ def test_compile_builds_one_graph_per_call_shape_and_none_later(compiled_run):
     assert compiled_run["graphs_second"] == 0
 
 
+@pytest.mark.slow
 def test_remove_after_compile_restores_the_pipeline(compiled_run):
     assert torch.equal(compiled_run["after_remove"], compiled_run["dense"])
 

@@ -87,6 +87,20 @@ def test_auto_resolves_to_torch_on_cpu():
     assert isinstance(resolve_backend("auto", "cpu"), TorchBackend)
 
 
+def test_auto_backend_chooses_at_its_first_operation_and_equals_the_reference_on_cpu():
+    from rasfw.backends import AutoBackend
+
+    auto, reference = AutoBackend(), TorchBackend()
+    assert auto.ran() == ("auto", "")
+    x, index = torch.randn(2, 6, 4), torch.tensor([[0, 3], [5, 1]])
+    assert torch.equal(auto.gather(x, index), reference.gather(x, index))
+    assert auto.ran() == ("torch", "")
+    src, weight, bias = torch.randn(2, 2, 4), torch.randn(4, 4), torch.randn(4)
+    assert torch.equal(auto.scatter(x.clone(), index, src), reference.scatter(x.clone(), index, src))
+    assert torch.equal(auto.linear_scatter(src, weight, bias, index, x.clone()),
+                       reference.linear_scatter(src, weight, bias, index, x.clone()))  # fmt: skip
+
+
 def test_triton_resolves_by_name():
     backend = resolve_backend("triton")
     assert isinstance(backend, TritonBackend)
