@@ -196,7 +196,8 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
 
     baseline = None
     if settings["compare_dense"] and not (is_dense and steps == full_steps and not cache.config_class):
-        baseline = _baseline(cfg, runner, settings, size, lambda c, s: (make(c, s, full_steps), None), rank, world)
+        dense_label = settings["progress"] and rank == 0 and "dense"
+        baseline = _baseline(cfg, runner, settings, size, lambda c, s: (make(c, s, full_steps, dense_label), None), rank, world)
     timing = _timing(settings, runner, sampler, cache, mode, execution, baseline, make, is_dense, world)
     if rank != 0:
         return None
