@@ -16,6 +16,7 @@ import pytest
 from rasfw import job
 from rasfw.cli import _precheck, main
 from rasfw.report import main as report_main
+from tests.markers import needs_step_caches
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false"]
 SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval.batch=2"]
@@ -111,6 +112,7 @@ def test_matched_flops_samples_dense_with_fewer_steps(tmp_path):
     assert dense["flops_ratio"] == pytest.approx(dense["steps"] / 12, rel=0.02)
 
 
+@needs_step_caches
 def test_a_step_cache_alone_is_compared_with_dense(tmp_path):
     s = run(tmp_path, "a", "sampler=dense", "cache=first_block", "cache.threshold=0.5", "timing.repeats=0")
     assert s["cache"] == "first_block" and s["settings"]["cache"]["params"] == {"threshold": 0.5}
