@@ -278,8 +278,10 @@ def _matched_steps(cfg, runner, sampler, size, settings) -> int:
     prompt = settings["prompts"][:1]
 
     def flops(s: RegionAdaptiveSampler | None) -> int:
-        gen = lambda: runner.generate(prompt, steps=settings["steps"], guidance=settings["guidance"], height=size[0],
-                                      width=size[1], seed=settings["seed"], progress=False)  # fmt: skip
+        def gen() -> torch.Tensor:
+            return runner.generate(prompt, steps=settings["steps"], guidance=settings["guidance"], height=size[0],
+                                   width=size[1], seed=settings["seed"], progress=False)  # fmt: skip
+
         if s is None:
             return count_flops(gen)[1]
         apply_ras(runner.pipe, s)

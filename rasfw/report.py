@@ -159,7 +159,7 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> 
         plt = _pyplot()
         fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.2 * len(QUALITY), 4))
         data = []
-        for ax, (metric, ylabel) in zip(axes, QUALITY):
+        for ax, (metric, ylabel) in zip(axes, QUALITY, strict=True):
             for method in sorted({r["method"] for r in points}):
                 mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
                 ax.plot([r[x] for r in mine], [r[metric] for r in mine], "o", label=method)
@@ -193,7 +193,7 @@ def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str]) -
     plt = _pyplot()
     labels = [_label(r, swept) for r in table]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.38 * len(table) + 1.2), squeeze=False)
-    for ax, (metric, title) in zip(axes[0], metrics):
+    for ax, (metric, title) in zip(axes[0], metrics, strict=True):
         values = [r.get(metric) if r.get(metric) is not None else 0.0 for r in table]
         ax.barh(range(len(table)), values, color="tab:blue")
         dense = next((r.get(f"dense_{metric}") for r in table if r.get(f"dense_{metric}") is not None), None)
@@ -209,7 +209,7 @@ def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str]) -
     plt.close(fig)
     columns = ["job", "label", *(m for m, _ in metrics), *(f"dense_{m}" for m, _ in QUALITY)]
     data = [{"job": r["job"], "label": lab, **{m: r.get(m) for m, _ in metrics}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}}
-            for r, lab in zip(table, labels)]  # fmt: skip
+            for r, lab in zip(table, labels, strict=True)]  # fmt: skip
     return [folder / "ablation.png", _write_csv(folder / "ablation.csv", columns, data)]
 
 

@@ -44,21 +44,28 @@ class DiffusersRunner(PipelineRunner):
         self.pipe = pipe
         self.weights = weights
 
+    output: str = "images"  # the pipeline output's field with the result
+
     def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True) -> torch.Tensor:
         prompts = list(prompts)
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
         self.pipe.set_progress_bar_config(disable=not progress, desc=progress if isinstance(progress, str) else None)
         with torch.no_grad():
-            images = self.pipe(
+            result = self.pipe(
                 **self.prompt_inputs(prompts),
+                **self.call_options(),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 height=height,
                 width=width,
                 generator=generators,
                 output_type="pt",
-            ).images
-        return images.float().cpu()  # (B, 3, H, W) in [0, 1]
+            )
+        return getattr(result, self.output).float().cpu()  # (B, 3, H, W) in [0, 1]; videos (B, F, 3, H, W)
+
+    def call_options(self) -> dict[str, Any]:
+        """Further arguments of the pipeline call (none for images)."""
+        return {}
 
     def prompt_inputs(self, prompts: list[str]) -> dict[str, Any]:
         """The pipeline's prompt arguments; the real pipelines encode the text themselves."""
@@ -72,23 +79,10 @@ class VideoRunner(DiffusersRunner):
     """
 
     frames: int = 1
+    output = "frames"
 
-    def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True) -> torch.Tensor:
-        prompts = list(prompts)
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-        self.pipe.set_progress_bar_config(disable=not progress)
-        with torch.no_grad():
-            videos = self.pipe(
-                **self.prompt_inputs(prompts),
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                height=height,
-                width=width,
-                num_frames=self.frames,
-                generator=generators,
-                output_type="pt",
-            ).frames
-        return videos.float().cpu()  # (B, frames, 3, H, W) in [0, 1]
+    def call_options(self) -> dict[str, Any]:
+        return {"num_frames": self.frames}
 
     @property
     def patch_size(self) -> int:
