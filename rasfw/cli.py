@@ -750,9 +750,9 @@ def _check_writable(setting: str, folder: str) -> None:
     """Hydra creates the output folder before the job starts; make sure it can, so a bad one is one line."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        probe = Path(folder) / ".rasfw-write-check"
+        probe = Path(folder) / f".rasfw-write-check-{os.getpid()}"  # per process: torchrun ranks check at once
         probe.touch()
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         _fail(UsageError(f"{setting}: cannot write to '{folder}': {exc.strerror or type(exc).__name__}"))
 
