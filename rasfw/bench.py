@@ -116,10 +116,14 @@ class SyntheticPipeline:
         self.set_timesteps(steps)
         latents = self.latents.clone()
         for t in self.scheduler.timesteps:
-            with self.context():
-                out = self.transformer(**self.call_inputs(latents, t, guidance), return_dict=False)[0]
-            latents = self.scheduler.step(self.prediction(out, guidance), t, latents, return_dict=False)[0]
+            latents = self.scheduler.step(self.model_output(latents, t, guidance), t, latents, return_dict=False)[0]
         return latents
+
+    def model_output(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> torch.Tensor:
+        """The step's model output for the scheduler: one transformer call, CFG applied."""
+        with self.context():
+            out = self.transformer(**self.call_inputs(latents, t, guidance), return_dict=False)[0]
+        return self.prediction(out, guidance)
 
     # -- what each family provides ------------------------------------------------------------------
 
@@ -376,19 +380,12 @@ class WanSynthetic(SyntheticPipeline):
             "encoder_hidden_states": self.context_embeds[branch],  # (1, T, text_dim)
         }
 
-    @torch.no_grad()
-    def __call__(self, steps: int, guidance: float | None = None) -> torch.Tensor:
-        guidance = self.guidance if guidance is None else guidance
-        self.set_timesteps(steps)
-        latents = self.latents.clone()
-        for t in self.scheduler.timesteps:
-            outs = []
-            for branch, name in enumerate(("cond", "uncond")[: self.rows]):
-                with self.transformer.cache_context(name):
-                    outs.append(self.transformer(**self.call_inputs(latents, t, guidance, branch), return_dict=False)[0])
-            out = outs[0] if self.rows == 1 else outs[1] + guidance * (outs[0] - outs[1])
-            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
-        return latents
+    def model_output(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> torch.Tensor:
+        outs = []
+        for branch, name in enumerate(("cond", "uncond")[: self.rows]):
+            with self.transformer.cache_context(name):
+                outs.append(self.transformer(**self.call_inputs(latents, t, guidance, branch), return_dict=False)[0])
+        return outs[0] if self.rows == 1 else outs[1] + guidance * (outs[0] - outs[1])
 
 
 def build_pipeline(preset: DictConfig, seed: int) -> SyntheticPipeline:
