@@ -3,12 +3,14 @@
 #
 #   bash benchmarks/gpu.sh            # from the repository root; raw outputs under $OUT (default benchmarks/out)
 #
-# It keeps the machine's own torch. The other packages come from wheels in .whl/ when that folder exists
-# (make it beforehand, for the device's Python, e.g.
-#   pip download -d .whl --only-binary=:all: --python-version 3.11 diffusers transformers hydra-core omegaconf \
-#       antlr4-python3-runtime pytest hypothesis safetensors pillow tqdm numpy
-# ), else from the index. Then the package itself (and the rasfw_edge plugin, whose tests pytest collects)
-# without dependencies.
+# It keeps the machine's own torch and the packages it already has. What it lacks comes from wheels in .whl/
+# when that folder exists; make it beforehand for the device's Python (3.12 on the lent machines), e.g.
+#   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       diffusers hydra-core omegaconf importlib_metadata lazy-importer
+#   pip wheel -w .whl --no-deps antlr4-python3-runtime==4.9.3     # published as a source archive only
+# With .whl/ every wheel goes, without resolving dependencies, to $SITE (default
+# /tmp/rasfw-site), which is put first on PYTHONPATH; then the package itself (editable) and the rasfw_edge plugin
+# go to the interpreter's environment.
 #
 # Order, most important first; each step runs under `timeout`, capped by what is left of BUDGET_S (default
 # 480 s), so the whole run fits in about 8 minutes:
@@ -32,6 +34,11 @@ BUDGET_S=${BUDGET_S:-480}
 PY=${PYTHON:-python}
 START=$(date +%s)
 mkdir -p "$OUT"
+SITE=${SITE:-/tmp/rasfw-site}
+if [ -d .whl ]; then
+    mkdir -p "$SITE"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 : > "$OUT/summary.txt"
 
 # step NAME CAP_S COMMAND...: run COMMAND with its output in $OUT/NAME.log, for at most CAP_S seconds and at
@@ -56,32 +63,26 @@ step() {
 
 install_packages() {
     local packages=(diffusers transformers hydra-core omegaconf antlr4-python3-runtime pytest hypothesis)
-    if "$PY" -c "import diffusers, transformers, hydra, omegaconf, pytest, hypothesis" 2> /dev/null; then
-        echo "dependencies already importable"
-    elif [ -d .whl ]; then
-        "$PY" -m pip install -q --no-index --find-links .whl "${packages[@]}" \
-            || "$PY" -m pip install -q "${packages[@]}" \
-            || "$PY" -m pip install -q --no-deps --no-index --find-links .whl "${packages[@]}"
-    else
-        "$PY" -m pip install -q "${packages[@]}"
+    if [ -d .whl ]; then
+        # The device has no index: the wheels (with no dependencies resolved) go to their own folder on the path.
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+            || return 1
+    elif ! "$PY" -c "import diffusers, transformers, hydra, omegaconf, pytest, hypothesis" 2> /dev/null; then
+        "$PY" -m pip install -q "${packages[@]}" || return 1
     fi
-    "$PY" -m pip install -q --no-deps --no-build-isolation -e . \
-        || "$PY" -m pip install -q --no-deps --no-build-isolation . \
-        || return 1
-    "$PY" -m pip install -q --no-deps --no-build-isolation plugins/rasfw_edge \
-        || echo "rasfw_edge not installed: pytest runs tests/ only"
-    "$PY" -c "import rasfw.bench, rasfw.conf"
+    # Editable, into the interpreter's own environment: run from the repository root, a plain install would be
+    # shadowed by the rasfw/ folder there, which lacks the mapped rasfw.conf and rasfw.kernels.
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . || return 1
+    "$PY" -m pip install -q --no-deps --no-build-isolation plugins/rasfw_edge || echo "rasfw_edge not installed"
+    "$PY" -c "import rasfw.bench, rasfw.conf, diffusers, hydra; print('rasfw', rasfw.__file__, 'diffusers', diffusers.__version__)"
 }
 
 gpu_tests() {
-    if "$PY" -c "import rasfw_edge" 2> /dev/null; then
-        "$PY" -m pytest -m gpu -q
-    else
-        "$PY" -m pytest -m gpu -q tests
-    fi
+    # Only the modules that hold gpu-marked tests: collecting the whole suite costs a minute of device time.
+    "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/kernels tests/execution
 }
 
-export PY
+export PY SITE
 export -f install_packages gpu_tests  # `timeout` runs programs: the functions run in `bash -c`
 
 echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2> /dev/null || echo 'no nvidia-smi')"
