@@ -601,9 +601,18 @@ def _preset(cfg: DictConfig) -> DictConfig:
     return preset
 
 
+def _backend(cfg: DictConfig) -> str:
+    """The registered backend name: the `backend` group's option (`backend=triton`), or a plain name."""
+    if isinstance(cfg.backend, str):
+        return cfg.backend
+    from rasfw.cli import backend_name
+
+    return backend_name(cfg.backend)
+
+
 def _sampler(cfg: DictConfig, ratio: float, kv_dtype: str) -> RegionAdaptiveSampler:
     return RegionAdaptiveSampler(
-        ratio=ConstantRatio(ratio, cfg.warmup), reset=FixedReset(list(cfg.resets)), backend=cfg.backend,
+        ratio=ConstantRatio(ratio, cfg.warmup), reset=FixedReset(list(cfg.resets)), backend=_backend(cfg),
         seed=cfg.seed, kv_dtype=kv_dtype,
     )  # fmt: skip
 
@@ -632,7 +641,7 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = []
     for execution in executions:
         short = pipe.device.type == "cpu" and execution == "eager"  # no graphs to build: one 1-step call is enough
-        dense = run_configuration(pipe, cfg, execution, DenseSampler(cfg.backend, cfg.seed), 1 if short else cfg.steps)
+        dense = run_configuration(pipe, cfg, execution, DenseSampler(_backend(cfg), cfg.seed), 1 if short else cfg.steps)
         print(f"  {execution} dense: {dense.time_s:.3f} s", flush=True)
         for ratio in ratios:
             for kv_dtype in kv_dtypes:

@@ -120,3 +120,12 @@ def test_wan_flops_count_both_cfg_calls_of_a_step():
     table: dict[int, int] = {}
     assert generation_flops(pipe, DenseSampler(), 3, table) == 3 * 2 * forward_flops(pipe, pipe.num_tokens)
     assert "12 video tokens" in markdown(measure(cfg), cfg)
+
+
+@pytest.mark.parametrize("option", ["torch", "triton", "auto"])
+def test_bench_backend_is_the_main_commands_backend_group(option):
+    """`backend=triton` picks conf/backend/triton.yaml as in the main command (a group, not a plain key)."""
+    from rasfw.bench import _backend
+
+    assert _backend(config("cpu", f"backend={option}")) == option
+    assert _backend(config("cpu")) == "torch"
