@@ -24,6 +24,7 @@
 #      only (each call takes far longer than its launches), 10 steps, ratios 0.5/0.25/0.125, 1 repeat;
 #   7. SD3 with execution compile (inductor builds a graph per call shape per configuration: minutes), one
 #      ratio, with whatever time is left.
+# STEPS="install lumina" runs only the steps named (a rerun of some).
 # Every step writes <name>.log under $OUT (each bench row is also printed there as JSON the moment it is
 # measured, so a step cut off by its timeout still leaves its finished rows), the benches also
 # $OUT/<name>/bench.json and bench.md; $OUT/summary.txt lists each step's exit code and seconds.
@@ -46,6 +47,9 @@ fi
 step() {
     local name=$1 cap=$2
     shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+        return 0
+    fi
     local left=$((BUDGET_S - ($(date +%s) - START)))
     local limit=$((cap < left ? cap : left))
     if ((limit < 30)); then

@@ -27,8 +27,7 @@ one unit in the last place off).
 
 def interpreted() -> bool:
     """Whether the kernels were defined for Triton's interpreter (and so run on CPU tensors)."""
-    from rasfw.kernels._common import is_interpreted
-    from rasfw.kernels.linear_scatter.triton import _linear_scatter_kernel
+    from rasfw.kernels.linear_scatter.triton import _INTERPRETED
 
-    return is_interpreted(_linear_scatter_kernel)
+    return _INTERPRETED
 

@@ -46,14 +46,14 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def upcast_operands(kernel: object, dtype: torch.dtype) -> bool:
-    """Whether to cast `tl.dot` operands to fp32 in the kernel.
+def upcast_operands(interpreted: bool, dtype: torch.dtype) -> bool:
+    """Whether to cast `tl.dot` operands to fp32 in a kernel (`interpreted`: defined for Triton's interpreter).
 
     Triton's interpreter stores bf16 as raw uint16 and its `tl.dot` multiplies those integers, so under the
     interpreter bf16 tiles are cast to fp32 first. bf16 x bf16 products are exact in fp32, so the result is
     the same as the compiled kernel's bf16 tensor-core product with fp32 accumulation.
     """
-    return dtype == torch.bfloat16 and is_interpreted(kernel)
+    return dtype == torch.bfloat16 and interpreted
 
 
 def check_index(index: torch.Tensor, batch: int, device: torch.device) -> None:

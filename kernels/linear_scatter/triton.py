@@ -10,6 +10,7 @@ from rasfw.kernels._common import (
     check_index,
     check_linear,
     dot_precision,
+    is_interpreted,
     matmul_blocks,
     upcast_operands,
 )
@@ -71,6 +72,12 @@ def _linear_scatter_kernel(
     tl.store(dst_ptrs, acc.to(dst_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
+
+# Decided once, when the kernel is defined; read outside the call, so torch.compile traces no isinstance of a
+# kernel object (dynamo cannot type it).
+_INTERPRETED = is_interpreted(_linear_scatter_kernel)
+
+
 def linear_scatter(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -114,7 +121,7 @@ def linear_scatter(
         *index.stride(),
         *dst.stride(),
         HAS_BIAS=bias is not None,
-        UPCAST=upcast_operands(_linear_scatter_kernel, x.dtype),
+        UPCAST=upcast_operands(_INTERPRETED, x.dtype),
         INPUT_PRECISION=dot_precision(x.dtype),
         **blocks,
     )  # fmt: skip

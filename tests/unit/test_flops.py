@@ -19,3 +19,12 @@ def test_linear_layers_are_still_counted():
     x = torch.randn(3, 8)
     result, flops = count_flops(lambda: layer(x))
     assert flops == 2 * 3 * 8 * 16 and result.shape == (3, 16)
+
+
+def test_grouped_query_attention_counts_as_its_broadcast_heads():
+    """`enable_gqa=True` (Lumina-Next: 4 key/value heads for 12 query heads) costs what the expanded call costs."""
+    q, k, v = torch.randn(2, 12, 16, 8), torch.randn(2, 4, 24, 8), torch.randn(2, 4, 24, 8)
+    _, grouped = count_flops(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+    expanded = (k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1))
+    _, full = count_flops(lambda: F.scaled_dot_product_attention(q, *expanded))
+    assert grouped == full == 4 * 2 * 12 * 16 * 24 * 8
