@@ -6,16 +6,27 @@ caching hooks, applied through the transformer's `enable_cache` (diffusers' `Cac
 config class and its parameter names, and removed with `disable_cache`. Nothing here reimplements a cache.
 A pipeline must open `transformer.cache_context(name)` around each transformer call, as diffusers' own
 pipelines do (the embedded pipeline does).
+
+**Beside RAS.** Both diffusers caches keep state per token position: First Block Cache compares the first
+block's residual with the one of the step before, TaylorSeer extrapolates each block's output from earlier
+steps. That state is valid only while a step computes the same tokens, in the same order, as the step
+before. RAS computes a new token set at every RAS step. `StepCache.follow` therefore makes the cache forget
+its state between two steps unless both are dense (all tokens): the cache then acts on runs of dense steps
+(the warm-up) and RAS steps always run their blocks. The image is never built from another token's cached
+state; how much the pair saves over RAS alone is measured in `docs/experiments.md`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rasfw.registry import register
 from rasfw.strategies._checks import integer, number
+
+if TYPE_CHECKING:
+    from rasfw.state import RegionState
 
 
 class StepCache:
@@ -55,6 +66,31 @@ class StepCache:
             transformer.get_submodule(module_name)._diffusers_hook.remove_hook(hook_name, recurse=False)
         self._added = []
         _invalidate(transformer)
+
+    def reset(self, transformer: torch.nn.Module) -> None:
+        """Forget what the cache's hooks hold (what diffusers' pipelines do after each call)."""
+        for module_name, hook_name in self._added:
+            module = transformer.get_submodule(module_name)
+            hook = module._diffusers_hook.get_hook(hook_name)
+            if getattr(hook, "_is_stateful", False):
+                hook.reset_state(module)
+
+    def follow(self, state: RegionState, transformer: torch.nn.Module) -> None:
+        """Run beside RAS (or dense sampling through its hooks) on `transformer`, which this cache is applied to.
+
+        After each step of a generation the cache forgets its state unless the step just done and the next
+        are both dense: a cache compares or extrapolates per token position, and RAS changes which tokens a
+        step computes (see the module docstring). With `sampler=dense` nothing is forgotten mid-generation.
+        """
+        if not self._added:
+            return
+
+        def forget_unless_dense(state: RegionState) -> None:
+            step = state.step
+            if state.skips is not None and step < state.num_steps and (state.skips[step - 1] or state.skips[step]):
+                self.reset(transformer)
+
+        state.step_callbacks.append(forget_unless_dense)
 
     def _target(self, transformer: torch.nn.Module) -> torch.nn.Module:
         """The module diffusers' `apply_*` function is given (the transformer itself by default)."""

@@ -97,13 +97,7 @@ def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdapt
     """The sampler (validated against the step count) and the step cache of a config."""
     sampler = build_sampler(cfg)
     sampler.reset.validate(settings["steps"])
-    cache = build(cfg.cache, "cache", "cache")
-    if cache.config_class and not isinstance(sampler, DenseSampler):
-        raise UsageError(
-            f"cache={cache.name} runs with sampler=dense only: diffusers' step caches keep per-token state across "
-            "steps, and RAS changes which tokens a step computes"
-        )
-    return sampler, cache
+    return sampler, build(cfg.cache, "cache", "cache")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
@@ -263,6 +257,7 @@ def _method(runner, sampler, cache, mode: str, execution: dict) -> Iterator[Any]
     cache.apply(runner.pipe.transformer)
     try:
         state = apply_ras(runner.pipe, sampler, execution=mode, **execution)
+        cache.follow(state, runner.pipe.transformer)  # beside RAS: forgets its per-token state when tokens change
         try:
             yield state
         finally:

@@ -153,6 +153,8 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
         state.step += 1
         if state.step >= state.num_steps:
             state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
+        for callback in state.step_callbacks:
+            callback(state)
         return original_step(*args, **kwargs)
 
     step._rasfw = True

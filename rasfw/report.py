@@ -74,13 +74,13 @@ def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def method_label(summary: dict[str, Any]) -> str:
-    """The method family of a job: RAS, a step cache, dense with fewer steps, or dense."""
+    """The method family of a job: RAS, a step cache, RAS beside a step cache, dense with fewer steps, or dense."""
     cache = summary.get("cache") or "none"
     if summary.get("sampler") == "dense":
         if cache != "none":
             return f"cache: {cache}"
         return "dense, fewer steps" if summary.get("steps") != summary.get("full_steps") else "dense"
-    return "RAS"
+    return "RAS" if cache == "none" else f"RAS + cache: {cache}"
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:

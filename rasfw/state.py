@@ -8,6 +8,7 @@ contents of the index buffers change from step to step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -147,6 +148,8 @@ class RegionState:
         record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
             the selection over time; off by default: it copies from the device once per RAS step).
         selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
+        step_callbacks: called with the state after each step (`step` already advanced), before the
+            scheduler's own step: for what must follow the token sets RAS computes (a step cache beside it).
     """
 
     num_steps: int = 0
@@ -166,6 +169,7 @@ class RegionState:
     metric_memory: dict = field(default_factory=dict)
     record_selection: bool = False
     selections: list[torch.Tensor | None] = field(default_factory=list)
+    step_callbacks: list[Callable[[RegionState], None]] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 

@@ -137,7 +137,7 @@ CASES = [
     # sampler.count, cache, eval, timing, match_flops
     ("sampler.count=floor", "sampler.count must be one of exact, reference; got 'floor'"),
     ("cache=nope", "cache: unknown option 'nope'; available: first_block, none, taylorseer"),
-    ("cache=first_block", "cache=first_block runs with sampler=dense only"),
+    ("cache=first_block cache.threshold=-1", "cache.threshold must be in (0, inf)"),
     ("sampler=dense cache=first_block cache.threshold=0", "cache.threshold must be in (0, inf)"),
     ("sampler=dense cache=first_block cache.threshold=abc", "cache.threshold must be a number"),
     ("sampler=dense cache=taylorseer cache.cache_interval=0", "cache.cache_interval must be in [1, inf)"),

@@ -22,7 +22,7 @@ QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false"]
 SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval.batch=2"]
 EXPERIMENTS = {
     "ablation_metric": 3, "ablation_starvation": 5, "ablation_reset": 3, "ablation_kv_cache": 2,
-    "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 13,
+    "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 15,
 }  # fmt: skip
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -117,6 +117,19 @@ def test_a_step_cache_alone_is_compared_with_dense(tmp_path):
     s = run(tmp_path, "a", "sampler=dense", "cache=first_block", "cache.threshold=0.5", "timing.repeats=0")
     assert s["cache"] == "first_block" and s["settings"]["cache"]["params"] == {"threshold": 0.5}
     assert s["flops_ratio"] < 1 and s["psnr_vs_dense"] is not None
+
+
+@needs_step_caches
+def test_ras_beside_a_step_cache_runs_and_the_cache_saves_on_the_warm_up(tmp_path):
+    """`sampler=ras cache=first_block`: both apply; the cache skips blocks at dense warm-up step 1 only."""
+    ras = run(tmp_path, "ras", "timing.repeats=0")
+    both = run(tmp_path, "both", "cache=first_block", "cache.threshold=100", "timing.repeats=0")
+    assert both["sampler"] == "ras" and both["cache"] == "first_block"
+    assert both["active_tokens_per_step"] == ras["active_tokens_per_step"]
+    assert both["flops_ratio"] < ras["flops_ratio"] and both["psnr_vs_dense"] is not None
+    from rasfw.report import method_label
+
+    assert method_label(both) == "RAS + cache: first_block" and method_label(ras) == "RAS"
 
 
 def test_a_sweep_ends_in_results_and_the_report_rebuilds_them(tmp_path, capsys):

@@ -10,7 +10,9 @@ from rasfw.build import build
 from rasfw.caches import FirstBlockCache, TaylorSeerCache
 from rasfw.embedded.models import load_pipeline
 from rasfw.flops import count_flops
-from rasfw.sampler import DenseSampler
+from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset
 from tests.markers import needs_step_caches
 
 PROMPTS = ["a small red circle at the top left", "a large blue square at the center"]
@@ -119,3 +121,69 @@ def test_cache_configs_build_with_diffusers_parameter_names():
 
     for cls, config in ((FirstBlockCache, FirstBlockCacheConfig), (TaylorSeerCache, TaylorSeerCacheConfig)):
         assert set(cls().params()) <= set(config.__dataclass_fields__)  # named as diffusers names them
+
+
+@needs_step_caches
+@pytest.mark.parametrize("cache", [FirstBlockCache(threshold=0.5), TaylorSeerCache(cache_interval=3, disable_cache_before_step=2)])
+def test_a_generation_starts_without_the_last_ones_cache_state(pipe, cache):
+    """The embedded pipeline resets diffusers' stateful hooks after each call, as diffusers' pipelines do:
+    TaylorSeer carried its step count and factors into the next call, which then gave another image."""
+    cache.apply(pipe.transformer)
+    try:
+        first, second = sample(pipe)[0], sample(pipe)[0]
+    finally:
+        cache.remove(pipe.transformer)
+    assert torch.equal(first, second)
+
+
+def ras_beside(pipe, cache, sampler):
+    """What `python -m rasfw sampler=ras cache=...` runs: the cache, RAS, and the cache following RAS's tokens."""
+    cache.apply(pipe.transformer)
+    try:
+        state = apply_ras(pipe, sampler)
+        cache.follow(state, pipe.transformer)
+        try:
+            return sample(pipe)
+        finally:
+            remove_ras(pipe)
+    finally:
+        cache.remove(pipe.transformer)
+
+
+def ras_sampler():
+    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 4), reset=FixedReset([8]))
+
+
+@needs_step_caches
+def test_taylorseer_beside_ras_never_extrapolates_across_token_sets(pipe):
+    """Every RAS step computes a new token set, so the cache forgets its factors around it and never predicts a
+    RAS step: with no prediction possible in the 4 dense warm-up steps, the image is RAS's own, bit for bit.
+    Without `follow`, state kept from a dense step meets a RAS step's fewer tokens: a shape error."""
+    alone, ras_flops = sample_with(pipe, ras_sampler())
+    both, flops = ras_beside(pipe, TaylorSeerCache(cache_interval=2, disable_cache_before_step=4), ras_sampler())
+    assert torch.equal(both, alone) and flops == ras_flops
+    unfollowed = TaylorSeerCache(cache_interval=2, disable_cache_before_step=4)
+    unfollowed.follow = lambda state, transformer: None
+    with pytest.raises(RuntimeError, match="must match the size"):
+        ras_beside(pipe, unfollowed, ras_sampler())
+
+
+@needs_step_caches
+def test_first_block_cache_beside_ras_acts_on_the_dense_warm_up_only(pipe):
+    """A loose threshold lets the cache skip blocks at dense warm-up steps 1-3; RAS steps, whose token sets
+    change, run every block. Dense and RAS calls alternate without a shape error."""
+    alone, ras_flops = sample_with(pipe, ras_sampler())
+    both, flops = ras_beside(pipe, FirstBlockCache(threshold=100.0), ras_sampler())
+    _, dense_flops = sample(pipe)
+    block_flops = dense_flops / 12 / len(pipe.transformer.transformer_blocks)  # about one block of one dense step
+    skipped = ras_flops - flops
+    assert 2 * block_flops < skipped < 3 * (dense_flops / 12)  # blocks of warm-up steps 1-3, no more
+    assert not torch.equal(both, alone)
+
+
+def sample_with(pipe, sampler):
+    apply_ras(pipe, sampler)
+    try:
+        return sample(pipe)
+    finally:
+        remove_ras(pipe)

@@ -160,7 +160,12 @@ class MiniPipeline:
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         shape = (len(prompts), self.transformer.config.in_channels, height, width)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
-        latents = sd3_denoise(self.transformer, self.scheduler, latents, ctx, pooled, guidance_scale, progress)
+        try:
+            latents = sd3_denoise(self.transformer, self.scheduler, latents, ctx, pooled, guidance_scale, progress)
+        finally:  # as diffusers' pipelines do after each call (maybe_free_model_hooks): a step cache starts afresh
+            reset = getattr(self.transformer, "_reset_stateful_cache", None)
+            if reset is not None:
+                reset()
         images = ((latents.float() + 1) / 2).clamp(0, 1)  # (B, 3, H, W): the model works in [-1, 1] pixels
         if output_type == "pil":
             images = [to_pil(image) for image in images]
