@@ -23,8 +23,8 @@ from rasfw.registry import register
 
 METRICS = (
     "method", "sampler", "cache", "steps", "flops_ratio", "time_ratio", "speedup", "time_s", "dense_time_s",
-    "alignment_accuracy", "dense_alignment_accuracy", "fd", "dense_fd", "psnr_vs_dense", "object_update_share",
-    "object_area_share", "prompt_count",
+    "alignment_accuracy", "dense_alignment_accuracy", "fd", "dense_fd", "sfd", "psnr_vs_dense", "ssim_vs_dense",
+    "object_update_share", "object_area_share", "prompt_count",
 )  # fmt: skip
 QUALITY = (
     ("alignment_accuracy", "alignment accuracy (higher is better)"),

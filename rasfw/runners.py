@@ -76,32 +76,39 @@ class MiniRunner(PipelineRunner):
         self.weights = self.pipe.weights_source
 
     def evaluate(self, prompts, images, dense_images, ras_update_counts):
-        """Alignment, FD against real procedural images, and where the RAS updates fell.
+        """Alignment (all four attributes, and each), FD and spatial FD against real procedural images, for
+        the images and the dense baseline (`dense_*`); SSIM against the dense images; and where the RAS
+        updates fell.
 
         Only prompts in the data's grammar ("a small red circle at the top left") are scored. Object
         pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
         figures compare the updates with where the prompt asks the object to be.
         """
-        from rasfw.embedded.data import parse_prompt, render
-        from rasfw.embedded.eval import alignment_accuracy, fd, load_evaluator, object_update_share
+        from rasfw.embedded.data import ATTRIBUTES, parse_prompt, render
+        from rasfw.embedded.eval import attribute_accuracy, fd, load_evaluator, object_update_share, sfd, ssim
 
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
         if not keep or images.shape[-2:] != (32, 32):
             return {"evaluated_images": 0}
-        labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in ("shape", "colour", "size", "position")}
+        labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in ATTRIBUTES}
         evaluator = load_evaluator()
         real, masks = render(labels, torch.Generator().manual_seed(0))
         real = (real + 1) / 2
-        result: dict[str, Any] = {
-            "evaluated_images": len(keep),
-            "alignment_accuracy": alignment_accuracy(images[keep], labels, evaluator),
-            "fd": fd(images[keep], real, evaluator) if len(keep) > 1 else None,
-            "dense_alignment_accuracy": None,
-            "dense_fd": None,
-        }
-        if dense_images is not None:
-            result["dense_alignment_accuracy"] = alignment_accuracy(dense_images[keep], labels, evaluator)
-            result["dense_fd"] = fd(dense_images[keep], real, evaluator) if len(keep) > 1 else None
+
+        def scores(batch: torch.Tensor) -> dict[str, Any]:
+            accuracy = attribute_accuracy(batch, labels, evaluator)
+            several = len(keep) > 1  # a Frechet distance needs two images
+            return {
+                "alignment_accuracy": accuracy["all"],
+                "fd": fd(batch, real, evaluator) if several else None,
+                "sfd": sfd(batch, real, evaluator) if several else None,
+                **{f"{k}_accuracy": accuracy[k] for k in ATTRIBUTES},
+            }
+
+        result: dict[str, Any] = {"evaluated_images": len(keep), **scores(images[keep])}
+        dense = scores(dense_images[keep]) if dense_images is not None else dict.fromkeys(result)
+        result.update({f"dense_{k}": v for k, v in dense.items() if k != "evaluated_images"})
+        result["ssim_vs_dense"] = ssim(images[keep], dense_images[keep]) if dense_images is not None else None
         if ras_update_counts.sum() > 0:
             result.update(object_update_share(ras_update_counts[keep], masks, self.patch_size))
         return result

@@ -1,148 +1,150 @@
-"""`python -m rasfw.study`: RAS quality on the embedded model.
+"""`python -m rasfw.study [overrides]`: the quality study on the embedded model, a config-driven experiment.
 
-Rows: dense sampling at `steps`; RAS at each ratio (reference schedule); dense sampling with fewer steps
-at the FLOPs of each RAS row. Columns: alignment accuracy, FD and spatial FD against real procedural
-images of the same prompts, PSNR/SSIM against the dense image of the same seed, FLOP ratio, and for RAS
-how strongly its updates favour object pixels.
+A thin alias of `python -m rasfw -m +experiment=study [overrides]`. `conf/experiment/study.yaml` sweeps RAS at
+each ratio with h = 1, 0.3 and 0 and dense sampling with fewer steps at each ratio's FLOPs, on the fixed
+200-prompt set (`docs/models/embedded.md`). `+experiment=<name>` runs another experiment instead, e.g.
+`study_kv_dtype`. Any setting or sweep of the main command applies, and the sweep ends, as every sweep does,
+in `results.csv`, `results.md` and plots.
+
+The alias adds the study's own table, `study.md` in the sweep folder, printed at the end. It has the dense
+baseline first, then one row per job: FLOP ratio, alignment in all and per attribute, FD and spatial FD,
+PSNR and SSIM against dense, and where RAS's updates fell. `python -m rasfw.study --table <sweep folder>`
+rebuilds it from the jobs' `summary.json`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig
-
-from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
-from rasfw.registry import REGISTRY
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset
-from rasfw.strategies.starvation import ExpStarvation
+DEFAULT_EXPERIMENT = "study"
+TABLE = "study.md"
+KV_ORDER = ("model", "bfloat16", "float16", "float8_e4m3fn")
 
 
-def _sampler(cfg: DictConfig, ratio: float, high_ratio: float, kv_dtype: str = "model") -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(
-        metric=REGISTRY.build("metric", cfg.metric),
-        ratio=ConstantRatio(ratio, cfg.warmup),
-        starvation=ExpStarvation(cfg.k),
-        reset=FixedReset([s for s in cfg.resets if s < cfg.steps]),
-        high_ratio=high_ratio,
-        seed=cfg.seed,
-        kv_dtype=kv_dtype,
+def _is_ras(summary: dict[str, Any]) -> bool:
+    return summary.get("sampler") != "dense"
+
+
+def _ratio(summary: dict[str, Any]) -> float:
+    return float(summary["settings"]["ratio"]["params"]["value"])
+
+
+def _sampler_param(summary: dict[str, Any], key: str, default: Any) -> Any:
+    return summary["settings"]["sampler"]["params"].get(key, default)
+
+
+def _name(summary: dict[str, Any]) -> str:
+    ratio = _ratio(summary)
+    if not _is_ras(summary):
+        return f"dense {summary['steps']} steps (FLOPs of RAS {ratio:g})"
+    kv = _sampler_param(summary, "kv_dtype", "model")
+    return f"RAS {ratio:g}, h={float(_sampler_param(summary, 'high_ratio', 0.0)):.1f}" + (
+        "" if kv == "model" else f", K/V {kv}"
     )
 
 
-def _accuracy(per_attribute: dict[str, float]) -> dict[str, float]:
-    return {"alignment_accuracy": per_attribute["all"], **{f"{k}_accuracy": v for k, v in per_attribute.items() if k != "all"}}
+def _order(summary: dict[str, Any]) -> tuple:
+    """Ratio from the largest; at each, RAS rows (h from 1 down, then kv dtype) before the matched dense row."""
+    kv = _sampler_param(summary, "kv_dtype", "model")
+    return (
+        -_ratio(summary),
+        not _is_ras(summary),
+        -float(_sampler_param(summary, "high_ratio", 0.0)),
+        KV_ORDER.index(kv) if kv in KV_ORDER else len(KV_ORDER),
+    )
 
 
-def generate(pipe, prompts: list[str], cfg: DictConfig, steps: int, sampler=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images for `prompts` in chunks of `cfg.batch` (chunk j seeded with `cfg.seed + j`), and for RAS
-    the per-token count of updates made at RAS steps, `(B, rows, cols)`."""
-    images, counts = [], []
-    state = apply_ras(pipe, sampler) if sampler is not None else None
-    try:
-        for j, start in enumerate(range(0, len(prompts), cfg.batch)):
-            chunk = prompts[start : start + cfg.batch]
-            gen = torch.Generator().manual_seed(cfg.seed + j)
-            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=cfg.guidance, generator=gen, output_type="pt", progress=False).images)
-            if state is not None:
-                dense_steps = sum(1 for s in state.skips if s == 0)
-                _, rows, cols = state.grid_shape  # one frame
-                counts.append((state.update_count.cpu() - dense_steps).reshape(-1, rows, cols))
-    finally:
-        if state is not None:
-            remove_ras(pipe)
-    return torch.cat(images), (torch.cat(counts) if counts else None)
+def _dense_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """The dense baseline's figures, as every job's summary records them (`dense_*`)."""
+    row = {k[len("dense_") :]: v for k, v in summary.items() if k.startswith("dense_")}
+    return {**row, "name": f"dense {summary['full_steps']} steps", "steps": summary["full_steps"], "flops_ratio": 1.0}
 
 
-def count_flops(pipe, prompt: str, cfg: DictConfig, steps: int, sampler=None) -> int:
-    """FLOPs of one single-prompt generation (FLOPs scale linearly with the batch)."""
-    from rasfw.flops import count_flops as counted
+def table(summaries: Sequence[dict[str, Any]]) -> str:
+    """The study's markdown table for the jobs' summaries (one sweep: they share the dense baseline).
 
-    if sampler is not None:
-        apply_ras(pipe, sampler)
-    try:
-        return counted(lambda: pipe([prompt], num_inference_steps=steps, guidance_scale=cfg.guidance,
-                                    generator=torch.Generator().manual_seed(cfg.seed), output_type="pt", progress=False))[1]  # fmt: skip
-    finally:
-        if sampler is not None:
-            remove_ras(pipe)
+    Raises:
+        ValueError: no summaries, or one without the embedded model's evaluation.
+    """
+    if not summaries:
+        raise ValueError("the sweep folder holds no job summaries (<folder>/<job>/summary.json)")
+    for summary in summaries:
+        if "sfd" not in summary or "dense_sfd" not in summary:
+            raise ValueError("a job summary has no embedded-model evaluation (sfd); run the study on model=default")
 
-
-def run_study(cfg: DictConfig, pipe=None, log=print) -> dict[str, Any]:
-    """Run the study; returns `{"rows": [...], "prompts": n, ...}`."""
-    from rasfw.embedded.data import prompt_set, render
-    from rasfw.embedded.eval import attribute_accuracy, fd, load_evaluator, object_update_share, psnr, sfd, ssim
-    from rasfw.embedded.models import load_pipeline
-
-    pipe = pipe if pipe is not None else load_pipeline()
-    evaluator = load_evaluator()
-    prompts, labels = prompt_set(cfg.prompts, cfg.prompt_seed)
-    real, masks = render(labels, torch.Generator().manual_seed(cfg.prompt_seed))
-    real = (real + 1) / 2
-    patch = int(pipe.transformer.config.patch_size)
-    dense_flops = count_flops(pipe, prompts[0], cfg, cfg.steps)
-
-    def row(name: str, steps: int, images: torch.Tensor, flops: int, reference: torch.Tensor | None, counts=None):
-        entry = {
-            "method": name,
-            "steps": steps,
-            "flops_ratio": flops / dense_flops,
-            **_accuracy(attribute_accuracy(images, labels, evaluator)),
-            "fd": fd(images, real, evaluator),
-            "sfd": sfd(images, real, evaluator),
-            "psnr_vs_dense": None if reference is None else psnr(images, reference),
-            "ssim_vs_dense": None if reference is None else ssim(images, reference),
-        }
-        if counts is not None:
-            entry.update(object_update_share(counts, masks, patch))
-        log(json.dumps(entry))
-        return entry
-
-    dense, _ = generate(pipe, prompts, cfg, cfg.steps)
-    rows = [row(f"dense {cfg.steps} steps", cfg.steps, dense, dense_flops, None)]
-    for ratio in cfg.ratios:
-        for high in cfg.high_ratios:
-            for kv_dtype in cfg.get("kv_dtypes", ["model"]):
-                sampler = _sampler(cfg, float(ratio), float(high), kv_dtype)
-                images, counts = generate(pipe, prompts, cfg, cfg.steps, sampler)
-                flops = count_flops(pipe, prompts[0], cfg, cfg.steps, sampler)
-                name = f"RAS {ratio}, h={high}" + ("" if kv_dtype == "model" else f", K/V {kv_dtype}")
-                rows.append(row(name, cfg.steps, images, flops, dense, counts))
-        matched = max(1, round(cfg.steps * flops / dense_flops))
-        fewer, _ = generate(pipe, prompts, cfg, matched)
-        rows.append(row(f"dense {matched} steps (FLOPs of RAS {ratio})", matched, fewer,
-                        count_flops(pipe, prompts[0], cfg, matched), dense))  # fmt: skip
-    return {"prompts": len(prompts), "weights": pipe.weights_source, "rows": rows}
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The study's table as markdown."""
-
-    def num(value, fmt):
+    def num(value: Any, fmt: str) -> str:
         return "—" if value is None else format(value, fmt)
 
-    lines = [
-        f"{result['prompts']} prompts; weights: {result['weights']}\n",
-        "| method | steps | FLOP ratio | alignment | shape / colour / size / position | FD | sFD | PSNR vs dense | SSIM vs dense | object update share / area |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in result["rows"]:
-        focus = "—" if "object_update_share" not in r else f"{r['object_update_share']:.3f} / {r['object_area_share']:.3f}"
-        lines.append(
-            f"| {r['method']} | {r['steps']} | {r['flops_ratio']:.3f} | {r['alignment_accuracy']:.3f} | "
-            f"{r['shape_accuracy']:.2f} / {r['colour_accuracy']:.2f} / {r['size_accuracy']:.2f} / {r['position_accuracy']:.2f} | "
-            f"{r['fd']:.2f} | {r['sfd']:.2f} | {num(r['psnr_vs_dense'], '.2f')} | {num(r['ssim_vs_dense'], '.3f')} | {focus} |"
+    def line(r: dict[str, Any]) -> str:
+        attributes = " / ".join(num(r.get(f"{k}_accuracy"), ".2f") for k in ("shape", "colour", "size", "position"))
+        focus = "—" if r.get("object_update_share") is None else (
+            f"{r['object_update_share']:.3f} / {r['object_area_share']:.3f}"
+        )  # fmt: skip
+        return (
+            f"| {r['name']} | {r['steps']} | {r['flops_ratio']:.3f} | {num(r['alignment_accuracy'], '.3f')} | "
+            f"{attributes} | {num(r['fd'], '.2f')} | {num(r['sfd'], '.2f')} | {num(r.get('psnr_vs_dense'), '.2f')} | "
+            f"{num(r.get('ssim_vs_dense'), '.3f')} | {focus} |"
         )
+
+    first = summaries[0]
+    lines = [
+        f"{first['prompt_count']} prompts; weights: {first['weights']}\n",
+        "| method | steps | FLOP ratio | alignment | shape / colour / size / position | FD | sFD | PSNR vs dense "
+        "| SSIM vs dense | object update share / area |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        line(_dense_row(first)),
+    ]
+    lines += [line({**s, "name": _name(s)}) for s in sorted(summaries, key=_order)]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    from rasfw.cli import table_app
+def write_table(folder: Path) -> Path:
+    """Write `study.md` into the sweep `folder` from its jobs' summaries; return its path."""
+    summaries = [json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))]
+    path = folder / TABLE
+    path.write_text(table(summaries))
+    return path
 
-    table_app("study", run_study, lambda result, cfg: markdown(result))
+
+def _value(args: Sequence[str], key: str) -> str | None:
+    found = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
+    return found[-1] if found else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the study experiment with `argv`'s overrides (default `sys.argv[1:]`), then write and print its table."""
+    from rasfw.cli import _fail  # the CLI's one-line errors
+    from rasfw.cli import main as rasfw_main
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
+    if args[:1] == ["--table"]:
+        if len(args) != 2 or not Path(args[1]).is_dir():
+            _fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
+        try:
+            print(write_table(Path(args[1])).read_text(), end="")
+        except ValueError as exc:
+            _fail(exc)
+        return
+    experiment = _value(args, "+experiment")
+    if experiment is None:
+        experiment = DEFAULT_EXPERIMENT
+        args.insert(0, f"+experiment={experiment}")
+    folder = _value(args, "hydra.sweep.dir")
+    if folder is None:  # a folder named here, so the table can be written into it afterwards
+        folder = f"multirun/{experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        args.append(f"hydra.sweep.dir={folder}")
+    rasfw_main(["-m", *args])
+    try:
+        path = write_table(Path(folder))
+    except ValueError as exc:
+        _fail(exc)
+    print(path.read_text(), end="")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
