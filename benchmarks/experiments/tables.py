@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from rasfw.report import METRICS
+
 HERE = Path(__file__).resolve().parent
 ABLATIONS = ("ablation_metric", "ablation_starvation", "ablation_reset", "ablation_kv_cache",
              "ablation_ratio_schedule", "ablation_selection")  # fmt: skip
@@ -27,11 +29,7 @@ def setting(row: dict[str, str], skip: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{k.lstrip('+')}={row[k]}" for k in keys if row[k] != "") or "—"
 
 
-METRIC_COLUMNS = {
-    "method", "sampler", "cache", "steps", "flops_ratio", "time_ratio", "speedup", "time_s", "dense_time_s",
-    "alignment_accuracy", "dense_alignment_accuracy", "fd", "dense_fd", "psnr_vs_dense", "object_update_share",
-    "object_area_share", "prompt_count",
-}  # fmt: skip
+METRIC_COLUMNS = set(METRICS)  # the columns the report writes beside the swept keys
 HEADER = "| {first} | steps | FLOPs / dense | speed-up | alignment | FD | PSNR vs dense (dB) |\n| --- | --- | --- | --- | --- | --- | --- |"
 
 
