@@ -98,6 +98,8 @@ def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdapt
     sampler = build_sampler(cfg)
     sampler.reset.validate(settings["steps"])
     return sampler, build(cfg.cache, "cache", "cache")
+
+
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_TOKENS = 65536  # image tokens per image: 4096x4096 pixels for SD3/Flux, far past what any of them was trained on
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job

@@ -72,7 +72,6 @@ def _linear_scatter_kernel(
     tl.store(dst_ptrs, acc.to(dst_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-
 # Decided once, when the kernel is defined; read outside the call, so torch.compile traces no isinstance of a
 # kernel object (dynamo cannot type it).
 _INTERPRETED = is_interpreted(_linear_scatter_kernel)
