@@ -97,7 +97,13 @@ def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdapt
     """The sampler (validated against the step count) and the step cache of a config."""
     sampler = build_sampler(cfg)
     sampler.reset.validate(settings["steps"])
-    return sampler, build(cfg.cache, "cache", "cache")
+    cache = build(cfg.cache, "cache", "cache")
+    if sampler.fill.forecasts and cache.config_class:
+        raise ValueError(
+            f"fill={REGISTRY.name_of('fill', type(sampler.fill))} forecasts from the outputs the model computed, and "
+            f"cache={cache.name} replaces some of them with its own reuse; use fill=reuse with a step cache, or cache=none"
+        )
+    return sampler, cache
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts

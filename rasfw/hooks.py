@@ -102,6 +102,11 @@ def apply_ras(
         raise ValueError("the pipeline's transformer and transformer_2 are one module; RAS needs them distinct")
     if getattr(getattr(scheduler, "step", None), "_rasfw", False):
         raise ValueError("RAS is already applied to this scheduler (through another pipeline); remove it there first")
+    if sampler.fill.forecasts and len(transformers) > 1:
+        raise ValueError(
+            f"fill={REGISTRY.name_of('fill', type(sampler.fill))}: forecasting reads one model's outputs, and this "
+            "pipeline switches to transformer_2 mid-generation; use fill=reuse (ReuseFill) with it"
+        )
     if isinstance(execution, Executor) and len(transformers) > 1:
         raise ValueError("execution: a pipeline with two transformers needs an execution mode by name (one executor each)")
     device = _device(transformers["transformer"])

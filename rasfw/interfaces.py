@@ -1,9 +1,10 @@
-"""The five strategy interfaces of rasfw and the small value types they exchange."""
+"""The strategy interfaces of rasfw and the small value types they exchange."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -149,6 +150,45 @@ class ResetSchedule(ABC):
 
     def validate(self, num_steps: int) -> None:  # noqa: B027 - optional hook
         """Raise `ValueError` if the schedule does not fit `num_steps` steps."""
+
+
+class InactiveFill(ABC):
+    """What the transformer returns at an inactive token of a RAS step.
+
+    Vanilla RAS reuses the output a token got the last time it was computed (`reuse`). A fill with
+    `order > 0` forecasts it from the `order + 1` most recent outputs the model computed for that token
+    and the steps they were computed at (per-token Taylor extrapolation, `taylor`).
+
+    A fill runs inside the transformer call, so it must be graph-safe: tensor arithmetic only, no host
+    synchronisation and no Python branch on tensor values (it is traced by `torch.compile` and captured
+    in CUDA graphs).
+
+    Attributes:
+        order: earlier computed outputs per token the forecast reads besides the last one; each costs
+            one more `(Bt, N, F)` buffer per cache context, in the model's dtype, and the step indices
+            of every kept output one `(Bt, N)` float32 buffer.
+        forecasts: whether `forecast` is called at all; `False` only for `reuse`, whose RAS calls keep
+            the plain path (the last output, no history, bit-exact with RAS without fills).
+    """
+
+    order: int = 0
+    forecasts: ClassVar[bool] = True
+
+    @abstractmethod
+    def forecast(self, outputs: Sequence[torch.Tensor], steps: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
+        """The forecast output of every token at step `now`.
+
+        Args:
+            outputs: `order + 1` tensors `(Bt, N, F)`: `outputs[0]` the last output computed per token,
+                `outputs[j]` the one computed `j` computations of that token before.
+            steps: `(order + 1, Bt, N)` float32 step indices those outputs were computed at; strictly
+                decreasing along the first dimension (`steps[0]` is the latest).
+            now: 0-d float32 tensor, the current step index (after every entry of `steps[0]`).
+
+        Returns:
+            A new `(Bt, N, F)` tensor (not one of `outputs`) in the dtype of `outputs[0]`; only the rows
+            of inactive tokens are used.
+        """
 
 
 class ModelAdapter(ABC):

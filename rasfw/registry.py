@@ -42,6 +42,7 @@ KINDS: dict[str, Kind] = {
     "ratio": Kind("rasfw.interfaces:RatioSchedule", strategy=True),
     "starvation": Kind("rasfw.interfaces:StarvationPolicy", strategy=True),
     "reset": Kind("rasfw.interfaces:ResetSchedule", strategy=True),
+    "fill": Kind("rasfw.interfaces:InactiveFill", strategy=True),
     "adapter": Kind("rasfw.interfaces:ModelAdapter", lazy="rasfw.adapters"),
     "backend": Kind("rasfw.backends.base:TokenBackend"),
     "execution": Kind("rasfw.execution.base:Executor", lazy="rasfw.execution"),
@@ -53,7 +54,7 @@ KINDS: dict[str, Kind] = {
 """Every kind the registry knows: the one list of kinds (the CLI's groups and the checks derive from it)."""
 
 STRATEGY_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.strategy)
-"""The sampler's strategy kinds, in the order the sampler takes them: metric, ratio, starvation, reset."""
+"""The sampler's strategy kinds, in the order the sampler takes them: metric, ratio, starvation, reset, fill."""
 
 T = TypeVar("T")
 
@@ -106,6 +107,10 @@ class Registry:
         self._load_lazy(kind)
         self.load_plugins()
         return sorted(self._table(kind).items())
+
+    def name_of(self, kind: str, cls: type) -> str:
+        """The name `cls` is registered under for `kind` (its class name if it is not registered)."""
+        return next((name for name, known in self.items(kind) if known is cls), cls.__name__)
 
     def build(self, kind: str, name: str, **params: Any) -> Any:
         """Instantiate the strategy `kind`/`name` with `params`."""

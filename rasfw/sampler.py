@@ -8,10 +8,11 @@ import math
 import torch
 
 from rasfw.backends.base import backend_names
-from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.interfaces import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.registry import KINDS, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
+from rasfw.strategies.fills import ReuseFill
 from rasfw.strategies.metrics import StdNoise
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
@@ -35,6 +36,8 @@ class RegionAdaptiveSampler:
         ratio: share of tokens recomputed per step, warm-up included.
         starvation: lifts often-dropped patches.
         reset: forced dense steps.
+        fill: what an inactive token's output is at a RAS step: its last computed one (`ReuseFill`, the
+            default: vanilla RAS) or a per-token forecast (`TaylorFill`).
         high_ratio: of the tokens to cache, the share taken from the top of the ranking (`h`); the
             rest come from the bottom. This default is the CLI's too (`conf/sampler/ras.yaml` repeats it,
             and a test keeps the two equal): 0 caches the lowest-scoring tokens, which keeps the embedded
@@ -61,6 +64,7 @@ class RegionAdaptiveSampler:
         ratio: RatioSchedule | None = None,
         starvation: StarvationPolicy | None = None,
         reset: ResetSchedule | None = None,
+        fill: InactiveFill | None = None,
         high_ratio: float = 0.0,
         kv_cache: bool = True,
         backend: str = "torch",
@@ -72,6 +76,7 @@ class RegionAdaptiveSampler:
         self.ratio = ratio if ratio is not None else ConstantRatio()
         self.starvation = starvation if starvation is not None else ExpStarvation()
         self.reset = reset if reset is not None else FixedReset()
+        self.fill = fill if fill is not None else ReuseFill()
         _check_types(self)
         self.high_ratio = number("sampler.high_ratio", high_ratio, "[0, 1]", lambda v: 0 <= v <= 1)
         if not isinstance(kv_cache, bool):
@@ -134,9 +139,12 @@ class RegionAdaptiveSampler:
             state.kv_dtype = KV_DTYPES[self.kv_dtype]
             n = grid.num_tokens
             state.skips = [self.skip_count(i, state.num_steps, n) for i in range(state.num_steps)]
+            state.fill = self.fill
+            self._check_fill(state.skips)
         i = state.step
+        state.set_clock(i)
         if i >= state.num_steps or state.active is None:
-            capture = i + 1 < state.num_steps and state.skips[i + 1] > 0
+            capture = self._captures(state.skips, i)
             caches = state.context_caches(context) if capture else None
             state.forward = ForwardPlan(None, capture, self.kv_cache, context, caches)
             return state.forward
@@ -149,6 +157,23 @@ class RegionAdaptiveSampler:
             index.view(batch // images, images, active).copy_(state.active.expand(batch // images, -1, -1))
         state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
         return state.forward
+
+    def _captures(self, skips: list[int], step: int) -> bool:
+        """Whether the dense call of `step` fills the caches: the step before a RAS step does; with a
+        forecasting fill, every dense step before the last RAS step adds to the tokens' history."""
+        later = skips[step + 1 :]
+        if self.fill.order == 0:
+            return bool(later) and later[0] > 0
+        return any(s > 0 for s in later)
+
+    def _check_fill(self, skips: list[int]) -> None:
+        """A fill of order `k` needs `k + 1` computed outputs of every token before the first RAS step."""
+        first = next((i for i, s in enumerate(skips) if s > 0), None)
+        if first is not None and first < self.fill.order + 1:
+            raise ValueError(
+                f"fill.order={self.fill.order} ({type(self.fill).__name__}(order=...)) needs {self.fill.order + 1} dense steps before "
+                f"the first RAS step; this schedule has {first} (raise ratio.warmup or lower fill.order)"
+            )
 
     def switch_model(self, state: RegionState, scope: str) -> None:
         """The pipeline moved on to another transformer (`scope`) mid-generation (Wan 2.2's boundary).

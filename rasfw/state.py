@@ -16,12 +16,13 @@ import torch
 
 if TYPE_CHECKING:
     from rasfw.backends.base import TokenBackend
-    from rasfw.interfaces import TokenGrid
+    from rasfw.interfaces import InactiveFill, TokenGrid
 
 DEFAULT_CONTEXT = "default"
 """Cache context of a transformer call made outside `transformer.cache_context(name)`."""
 
 _FP8 = {torch.float8_e4m3fn: 448.0}  # largest finite value: values are clamped before the cast
+_NEVER = -1.0e6  # the step a history slot was "computed" at before it holds an output: far in the past
 
 
 @dataclass
@@ -87,10 +88,44 @@ class CallCaches:
     Attributes:
         output: `(Bt, N, F)` the transformer's last computed output per token (before unpatchify).
         kv: per attention module (by qualified name), its key/value cache.
+        history: for a forecasting fill of order `k`, `k` buffers `(Bt, N, F)`: `history[j]` the output
+            computed `j + 1` computations before `output`, per token.
+        computed_at: `(k + 1, Bt, N)` float32 step indices of `output` and `history`; `None` unless the
+            fill forecasts (`InactiveFill.forecasts`).
     """
 
     output: torch.Tensor | None = None
     kv: dict[str, KVCache] = field(default_factory=dict)
+    history: list[torch.Tensor] = field(default_factory=list)
+    computed_at: torch.Tensor | None = None
+
+    def outputs(self) -> list[torch.Tensor]:
+        """`[output, *history]`: a token's computed outputs, latest first."""
+        return [self.output, *self.history]
+
+    def record(self, clock: torch.Tensor, index: torch.Tensor | None, rows: torch.Tensor, backend: TokenBackend) -> None:
+        """Store freshly computed `rows` as the tokens' latest outputs, shifting their history by one.
+
+        Args:
+            clock: 0-d float32, the current step.
+            index: `(Bt, a)` the tokens `rows` belong to; `None`: `rows` is the whole grid `(Bt, N, F)`.
+            rows: `(Bt, a, F)` (or `(Bt, N, F)`) computed outputs.
+            backend: the token backend that moves rows.
+        """
+        outputs, steps = self.outputs(), self.computed_at
+        for j in range(len(outputs) - 1, 0, -1):  # oldest first, so each slot is read before it is overwritten
+            if index is None:
+                outputs[j].copy_(outputs[j - 1])
+                steps[j].copy_(steps[j - 1])
+            else:
+                backend.scatter(outputs[j], index, backend.gather(outputs[j - 1], index))
+                steps[j].scatter_(1, index, steps[j - 1].gather(1, index))
+        if index is None:
+            self.output.copy_(rows)
+            steps[0].copy_(clock.expand_as(steps[0]))
+        else:
+            backend.scatter(self.output, index, rows)
+            steps[0].scatter_(1, index, clock.expand(index.shape))
 
 
 @dataclass
@@ -150,6 +185,9 @@ class RegionState:
         selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
         step_callbacks: called with the state after each step (`step` already advanced), before the
             scheduler's own step: for what must follow the token sets RAS computes (a step cache beside it).
+        fill: the sampler's inactive-token fill for this generation (set at its first call).
+        clock: 0-d float32 tensor, the current step, at a fixed address (forecasting fills read it inside
+            the call); `None` unless the fill forecasts.
     """
 
     num_steps: int = 0
@@ -170,6 +208,8 @@ class RegionState:
     record_selection: bool = False
     selections: list[torch.Tensor | None] = field(default_factory=list)
     step_callbacks: list[Callable[[RegionState], None]] = field(default_factory=list)
+    fill: InactiveFill | None = None
+    clock: torch.Tensor | None = None
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -205,6 +245,7 @@ class RegionState:
         self._scratch.clear()
         self.metric_memory.clear()
         self.active = None
+        self.clock = None
         self.forward = ForwardPlan()
 
     # -- fixed-address buffers --------------------------------------------------------------------
@@ -220,12 +261,25 @@ class RegionState:
         """The caches of `context`, created empty on first use."""
         return self.caches.setdefault(context, CallCaches())
 
+    def set_clock(self, step: int) -> None:
+        """Write `step` into the clock buffer in place (no-op until a forecasting fill allocates it)."""
+        if self.clock is not None:
+            self.clock.fill_(float(step))
+
     def output_cache(self, caches: CallCaches, shape: tuple[int, int, int], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
-        """`caches.output`, a `(Bt, N, F)` buffer, allocated once per generation shape."""
+        """`caches.output`, a `(Bt, N, F)` buffer, allocated once per generation shape; with a forecasting
+        fill of order `k`, also its `k` history buffers, their step indices and the clock."""
         out = caches.output
         if out is None or tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
             out = caches.output = torch.zeros(shape, dtype=dtype, device=device)
+            forecasts = self.fill is not None and self.fill.forecasts
+            order = self.fill.order if forecasts else 0
+            caches.history = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(order)]
+            never = _NEVER * torch.arange(1, order + 2, dtype=torch.float32, device=device)  # (k + 1,)
+            caches.computed_at = never.view(-1, 1, 1).repeat(1, *shape[:2]) if forecasts else None  # (k + 1, Bt, N)
+        if caches.computed_at is not None and (self.clock is None or self.clock.device != device):
+            self.clock = torch.full((), float(self.step), dtype=torch.float32, device=device)
         return out
 
     def kv_cache(self, caches: CallCaches, name: str, shape: tuple[int, int, int], image: slice, value_width: int,
@@ -287,6 +341,7 @@ class RegionState:
     def memory_bytes(self) -> int:
         """Bytes held by the caches and buffers of this state right now."""
         tensors = [c.output for c in self.caches.values() if c.output is not None]
+        tensors += [t for c in self.caches.values() for t in (*c.history, c.computed_at) if t is not None]
         for cache in (kv for caches in self.caches.values() for kv in caches.kv.values()):
             tensors += [t for t in (cache.stored_key, cache.stored_value) if t is not None]
             if cache.stored_key is None:

@@ -170,6 +170,9 @@ class ScatterHook(ModelHook):
 
     At a capture call the output `(Bt, N, F)` is copied into the cache; at a RAS call the active rows are
     written into it. The call returns a copy, so no later step overwrites a result the pipeline holds.
+    With a forecasting fill (`state.fill.order > 0`) the inactive rows of that copy are the fill's
+    forecast from each token's history instead of its last output, and every computed row also shifts
+    the token's history (`CallCaches.record`).
     """
 
     def __init__(self, state: RegionState, backend: TokenBackend) -> None:
@@ -177,13 +180,21 @@ class ScatterHook(ModelHook):
         self.state, self.backend = state, backend
 
     def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
-        plan = self.state.forward
-        if plan.caches is None:
+        state, plan = self.state, self.state.forward
+        caches = plan.caches
+        if caches is None:
             return output
+        if caches.computed_at is None:  # reuse: the last computed output stands in for inactive tokens
+            if plan.index is None:
+                caches.output.copy_(output)  # (Bt, N, F)
+                return output
+            return self.backend.scatter(caches.output, plan.index, output).clone()  # (Bt, N, F)
         if plan.index is None:
-            plan.caches.output.copy_(output)  # (Bt, N, F)
+            caches.record(state.clock, None, output, self.backend)
             return output
-        return self.backend.scatter(plan.caches.output, plan.index, output).clone()  # (Bt, N, F)
+        full = state.fill.forecast(caches.outputs(), caches.computed_at, state.clock)  # (Bt, N, F), read first
+        caches.record(state.clock, plan.index, output, self.backend)
+        return self.backend.scatter(full, plan.index, output)  # (Bt, N, F), a new tensor
 
 
 class ProjectionCacheAdapter(ModelAdapter):

@@ -1,5 +1,5 @@
 """Built-in strategies; importing this package registers them."""
 
-from rasfw.strategies import metrics, ratios, resets, starvation  # noqa: F401 - registration
+from rasfw.strategies import fills, metrics, ratios, resets, starvation  # noqa: F401 - registration
 
-__all__ = ["metrics", "ratios", "resets", "starvation"]
+__all__ = ["fills", "metrics", "ratios", "resets", "starvation"]

@@ -1,4 +1,4 @@
-"""Contract checks for the four strategy interfaces: metric, ratio, starvation and reset.
+"""Contract checks for the strategy interfaces: metric, ratio, starvation, reset and inactive fill.
 
 Each `check_*` takes a class (built with its defaults) or an instance and raises `AssertionError` with a
 message saying what broke. Each one checks, in this order: the parameters (every constructor parameter,
@@ -16,9 +16,15 @@ from typing import Any
 
 import torch
 
-from rasfw.interfaces import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.interfaces import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 
-__all__ = ["check_ratio_schedule", "check_region_metric", "check_reset_schedule", "check_starvation_policy"]
+__all__ = [
+    "check_inactive_fill",
+    "check_ratio_schedule",
+    "check_region_metric",
+    "check_reset_schedule",
+    "check_starvation_policy",
+]
 
 GRIDS = (
     TokenGrid(rows=3, cols=4, patch=2, channels=4),  # SD3-style (B, C, H, W) latents
@@ -182,6 +188,54 @@ def check_reset_schedule(schedule: type[ResetSchedule] | ResetSchedule, bad_para
             _expect(active == n, f"{name} forces step {i} dense but the sampler planned {active} of {n} tokens")
 
 
+def check_inactive_fill(fill: type[InactiveFill] | InactiveFill, bad_params: Mapping[str, Any] | None = None) -> None:
+    """Check an `InactiveFill`: a non-negative integer `order`; `forecast` returns a new `(Bt, N, F)` tensor
+    of the outputs' dtype, finite, deterministic, inputs untouched; a token whose outputs never changed is
+    forecast unchanged; it traces into one graph (`torch.compile(fullgraph=True)`: no host synchronisation,
+    no branch on tensor values); validated parameters; and a tiny generation with the fill in a sampler.
+
+    Args:
+        fill: the class (built with its defaults) or an instance.
+        bad_params: an invalid value per constructor parameter; by default every parameter is given a
+            value of the wrong type.
+
+    Raises:
+        AssertionError: the fill breaks the contract; the message says how.
+    """
+    fill = _instance(fill, InactiveFill, bad_params)
+    name = type(fill).__name__
+    order = fill.order
+    _expect(isinstance(order, int) and not isinstance(order, bool) and order >= 0, f"{name}.order is {order!r}; expected an integer >= 0")
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        outputs = [torch.randn(2, 12, 8, generator=gen).to(dtype) for _ in range(order + 1)]  # each (Bt, N, F)
+        gaps = torch.randint(1, 4, (order + 1, 2, 12), generator=gen).float()  # (k + 1, Bt, N)
+        steps = 20.0 - gaps.cumsum(0)  # strictly decreasing along the history, per token
+        now = torch.tensor(20.0)
+        before = [o.clone() for o in outputs], steps.clone()
+        where = f"{name}.forecast on {dtype} outputs of order {order}"
+        out = fill.forecast(outputs, steps, now)
+        _expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 12, 8), f"{where} returned shape {tuple(getattr(out, 'shape', ()))}; expected (Bt, N, F) = (2, 12, 8)")
+        _expect(out.dtype == dtype, f"{where} returned {out.dtype}; expected the outputs' {dtype}")
+        _expect(bool(torch.isfinite(out).all()), f"{where} returned NaN or infinite values")
+        _expect(all(out.data_ptr() != o.data_ptr() for o in outputs), f"{where} returned one of its inputs; return a new tensor")
+        _expect(all(torch.equal(o, b) for o, b in zip(outputs, before[0], strict=True)) and torch.equal(steps, before[1]),
+                f"{where} modified its inputs in place")  # fmt: skip
+        _expect(torch.equal(fill.forecast(outputs, steps, now), out), f"{where} is not deterministic")
+        still = [outputs[0].clone() for _ in outputs]
+        torch.testing.assert_close(fill.forecast(still, steps, now), outputs[0], msg=f"{where}: a token whose outputs never changed is forecast as another value")
+    compiled = torch.compile(fill.forecast, fullgraph=True, backend="eager", dynamic=False)
+    try:
+        traced = compiled(outputs, steps, now)
+    except Exception as exc:  # noqa: BLE001 - any failure to trace is the finding
+        raise AssertionError(f"{name}.forecast does not trace into one graph (a host sync or a branch on tensor values?): "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc  # fmt: skip
+    torch.testing.assert_close(traced, out, msg=f"{name}.forecast gives other values once traced")
+    warmup = order + 1  # every token's history is full at the first RAS step
+    state = _compose("fill", fill, steps=warmup + 6, warmup=warmup)
+    _expect(state.active_tokens_per_step[:warmup] == [state.num_tokens] * warmup, f"the first {warmup} steps with fill={name} were not dense")
+
+
 # -- shared ---------------------------------------------------------------------------------------
 
 _RESET_STEPS = (5,)  # the forced dense step of the composed sampler, unless the reset schedule is checked
@@ -246,7 +300,7 @@ def _rank(score: torch.Tensor) -> torch.Tensor:
     return score.argsort(dim=1).argsort(dim=1)
 
 
-def _compose(kind: str, strategy: Any, steps: int = 8):
+def _compose(kind: str, strategy: Any, steps: int = 8, warmup: int = 2):
     """Run a tiny two-image generation with `strategy` in the sampler; return the run's `RegionState`."""
     from rasfw.hooks import apply_ras, remove_ras
     from rasfw.sampler import RegionAdaptiveSampler
@@ -254,7 +308,8 @@ def _compose(kind: str, strategy: Any, steps: int = 8):
     from rasfw.strategies.resets import FixedReset
     from rasfw.testing.tiny import tiny_sd3_loop
 
-    parts = {"ratio": ConstantRatio(0.5, 2), "reset": FixedReset(list(_RESET_STEPS)), kind: strategy}
+    resets = [s for s in _RESET_STEPS if warmup < s < steps]
+    parts = {"ratio": ConstantRatio(0.5, warmup), "reset": FixedReset(resets), kind: strategy}
     name = type(strategy).__name__
     pipe = tiny_sd3_loop()
     state = apply_ras(pipe, RegionAdaptiveSampler(**parts))

@@ -64,6 +64,13 @@ CASES = [
     ("reset=periodic reset.start=-1", "reset.start"),
     ("reset=periodic reset.every=abc", "reset.every"),
     ("reset=nope", "reset: unknown option 'nope'"),
+    # fill
+    ("fill=nope", "fill: unknown option 'nope'; available: reuse, taylor"),
+    ("fill=taylor fill.order=3", "fill.order must be in [1, 2]; got 3"),
+    ("fill=taylor fill.order=abc", "fill.order must be an integer"),
+    ("+fill.order=1", "fill: "),
+    ("fill=taylor fill.order=2 ratio.warmup=2", "fill.order=2 (TaylorFill(order=...)) needs 3 dense steps before the first RAS step"),
+    ("fill=taylor cache=first_block", "fill=taylor forecasts from the outputs the model computed"),
     # sampler
     ("sampler.high_ratio=-0.1", "sampler.high_ratio must be in [0, 1]"),
     ("sampler.high_ratio=1.1", "sampler.high_ratio must be in [0, 1]"),

@@ -6,11 +6,12 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
-from rasfw import RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, register
+from rasfw import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, register
 from rasfw.adapters.sd3 import SD3Adapter
 from rasfw.strategies.metrics import StdNoise
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.testing import (
+    check_inactive_fill,
     check_model_adapter,
     check_ratio_schedule,
     check_region_metric,
@@ -169,6 +170,54 @@ class RefusesWithTypeError(ResetSchedule):
 def test_reset_checker_names_the_breakage(schedule, message):
     with pytest.raises(AssertionError, match=message):
         check_reset_schedule(schedule)
+
+
+class Aliasing(InactiveFill):
+    def forecast(self, outputs, steps, now):
+        return outputs[0]  # the cache itself: the next scatter would overwrite what the pipeline holds
+
+
+class Drifting(InactiveFill):
+    order = 1
+
+    def forecast(self, outputs, steps, now):
+        return outputs[0] + 1.0  # a token that never changed is forecast as another value
+
+
+class HostSync(InactiveFill):
+    order = 1
+
+    def forecast(self, outputs, steps, now):
+        if bool((now > steps[0]).all()):  # a branch on tensor values: a host sync inside the call
+            return outputs[0].clone()
+        return outputs[1].clone()
+
+
+class Upcasting(InactiveFill):
+    def forecast(self, outputs, steps, now):
+        return outputs[0].double()
+
+
+class NegativeOrder(InactiveFill):
+    order = -1
+
+    def forecast(self, outputs, steps, now):
+        return outputs[0].clone()
+
+
+@pytest.mark.parametrize(
+    ("fill", "message"),
+    [
+        (Aliasing, "returned one of its inputs"),
+        (Drifting, "a token whose outputs never changed is forecast as another value"),
+        (HostSync, "does not trace into one graph"),
+        (Upcasting, "returned torch.float64; expected the outputs' torch.float32"),
+        (NegativeOrder, r"order is -1; expected an integer >= 0"),
+    ],
+)
+def test_fill_checker_names_the_breakage(fill, message):
+    with pytest.raises(AssertionError, match=message):
+        check_inactive_fill(fill)
 
 
 # -- the adapter checker --------------------------------------------------------------------------

@@ -12,7 +12,13 @@ from rasfw.strategies.metrics import L2Norm, RandomScore, StdNoise, TemporalDiff
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio, ReferenceDynamicRatio
 from rasfw.strategies.resets import FixedReset, NoReset, PeriodicReset
 from rasfw.strategies.starvation import ExpStarvation, NoStarvation
-from rasfw.testing import check_ratio_schedule, check_region_metric, check_reset_schedule, check_starvation_policy
+from rasfw.testing import (
+    check_inactive_fill,
+    check_ratio_schedule,
+    check_region_metric,
+    check_reset_schedule,
+    check_starvation_policy,
+)
 
 GRID = TokenGrid(rows=3, cols=4, patch=2, channels=4)
 CHECKS = {
@@ -20,6 +26,7 @@ CHECKS = {
     "ratio": check_ratio_schedule,
     "starvation": check_starvation_policy,
     "reset": check_reset_schedule,
+    "fill": check_inactive_fill,
 }
 
 
