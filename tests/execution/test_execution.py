@@ -150,6 +150,26 @@ def test_cudagraph_ratio_one_equals_dense_on_cuda():
     assert ras_execution(pipe).graphs == 1
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cudagraph_with_a_forecasting_fill_equals_eager_on_cuda():
+    """The forecast reads the history and the step clock from fixed buffers that captured graphs replay."""
+    from rasfw.strategies.fills import TaylorFill
+
+    pipe = CudaSD3Loop()
+    sampler = RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 3), reset=FixedReset([5]), fill=TaylorFill(2))
+    apply_ras(pipe, sampler)
+    eager = pipe()
+    remove_ras(pipe)
+    apply_ras(pipe, sampler, execution="cudagraph")
+    first = pipe()
+    graphs = ras_execution(pipe).graphs
+    second = pipe()  # the kept history of the first generation is overwritten by the warm-up
+    torch.testing.assert_close(first, eager, **TOLERANCE)
+    assert torch.equal(second, first) and ras_execution(pipe).graphs == graphs
+    remove_ras(pipe)
+
+
 class CudaSD3Loop(TinySD3Pipeline):
     """The tiny SD3 loop of the adapter tests, on the GPU (inputs drawn on the CPU, then moved)."""
 
