@@ -22,7 +22,7 @@ QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false"]
 SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval.batch=2"]
 EXPERIMENTS = {
     "ablation_metric": 3, "ablation_starvation": 5, "ablation_reset": 3, "ablation_kv_cache": 2,
-    "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 15,
+    "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 17, "ablation_fill": 9,
 }  # fmt: skip
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -41,8 +41,8 @@ def test_every_shipped_experiment_declares_its_sweep_and_every_job_passes_the_ch
         with initialize_config_module(config_module="rasfw.conf", version_base=None):
             cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
         params = cfg.hydra.sweeper.params
-        sizes = [len(job_values.split(",")) if "glob" not in job_values else len(list((CONF / "pareto_point").glob("*.yaml")))
-                 for job_values in params.values()]  # fmt: skip
+        sizes = [len(values.split(",")) if "glob" not in values else len(list((CONF / key.lstrip("+")).glob("*.yaml")))
+                 for key, values in params.items()]  # fmt: skip
         assert __import__("math").prod(sizes) == jobs, name
         assert cfg.eval.prompts == 64 and cfg.eval.baseline_cache
         _precheck([f"+experiment={name}"])  # composes and checks every job of the declared sweep (no model loads)
