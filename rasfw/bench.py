@@ -54,7 +54,7 @@ from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, find_adapter, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
-from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.ratios import ConstantRatio, warmup_steps
 from rasfw.strategies.resets import FixedReset
 
 # -- synthetic pipelines ------------------------------------------------------------------------------
@@ -612,9 +612,13 @@ def _backend(cfg: DictConfig) -> str:
 
 def _sampler(cfg: DictConfig, ratio: float, kv_dtype: str) -> RegionAdaptiveSampler:
     return RegionAdaptiveSampler(
-        ratio=ConstantRatio(ratio, cfg.warmup), reset=FixedReset(list(cfg.resets)), backend=_backend(cfg),
-        seed=cfg.seed, kv_dtype=kv_dtype,
+        ratio=ConstantRatio(ratio, cfg.warmup), reset=_reset(cfg), backend=_backend(cfg), seed=cfg.seed, kv_dtype=kv_dtype,
     )  # fmt: skip
+
+
+def _reset(cfg: DictConfig) -> FixedReset:
+    """The benchmark's reset schedule: `resets` as given, or for null the reference's 12 and 20 of 28 scaled to `steps`."""
+    return FixedReset(None if cfg.resets is None else list(cfg.resets))
 
 
 def measure(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -745,8 +749,9 @@ def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
     head = (
         f"preset `{cfg.preset}` ({family}: {layers}, hidden {p.heads * p.head_dim}, "
         f"{tokens}, {p.context} context tokens, "
-        f"{_batching(family, p.get('cfg', False))}, {p.dtype}), {cfg.steps} steps, warm-up {cfg.warmup}, "
-        f"resets {list(cfg.resets)}, median of {cfg.repeats}; {machine()}\n\n"
+        f"{_batching(family, p.get('cfg', False))}, {p.dtype}), {cfg.steps} steps, "
+        f"warm-up {warmup_steps(cfg.warmup, cfg.steps)}, resets {list(_reset(cfg).reset_steps(cfg.steps))}, "
+        f"median of {cfg.repeats}; {machine()}\n\n"
     )
     lines = [
         "| execution | ratio | kv dtype | backend | graphs | speed-up | FLOP ratio | FLOP-ideal speed-up | efficiency "

@@ -7,14 +7,31 @@ import math
 from rasfw.interfaces import RatioSchedule
 from rasfw.registry import register
 from rasfw.strategies._checks import integer, number
+from rasfw.strategies._proportions import default_warmup
 
 
 def _ratio(setting: str, value: object) -> float:
     return number(setting, value, "(0, 1]", lambda v: 0 < v <= 1)
 
 
-def _warmup(value: object) -> int:
+def _warmup(value: object) -> int | None:
+    """A validated `warmup`: an integer >= 0, or None (the reference's proportion, see `warmup_steps`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"ratio.warmup must be an integer in [0, inf) or null (null: 4 of 28, scaled); got {value!r}")
     return integer("ratio.warmup", value, "[0, inf)", lambda v: v >= 0)
+
+
+def warmup_steps(warmup: int | None, num_steps: int) -> int:
+    """Dense warm-up steps of a `num_steps` schedule: `warmup` as given, or for None the reference's 4 of 28
+    scaled to `num_steps` (`round(4 / 28 * num_steps)`, at least 1; 4 at 28 steps).
+
+    Args:
+        warmup: a schedule's `warmup` setting.
+        num_steps: steps of the schedule.
+    """
+    return default_warmup(num_steps) if warmup is None else warmup
 
 
 @register("ratio", "constant")
@@ -23,15 +40,16 @@ class ConstantRatio(RatioSchedule):
 
     Args:
         value: share of tokens updated at a RAS step, in (0, 1].
-        warmup: number of leading dense steps (RAS starts at step `warmup`).
+        warmup: number of leading dense steps (RAS starts at step `warmup`); None: the reference's 4 of 28
+            scaled to the schedule, `round(4 / 28 * steps)`, at least 1 (4 at 28 steps, 1 at 10).
     """
 
-    def __init__(self, value: float = 0.5, warmup: int = 4) -> None:
+    def __init__(self, value: float = 0.5, warmup: int | None = None) -> None:
         self.value = _ratio("ratio.value", value)
         self.warmup = _warmup(warmup)
 
     def ratio(self, step: int, num_steps: int, num_tokens: int | None = None) -> float:
-        return 1.0 if step < self.warmup else self.value
+        return 1.0 if step < warmup_steps(self.warmup, num_steps) else self.value
 
 
 @register("ratio", "linear")
@@ -41,19 +59,20 @@ class LinearRatio(RatioSchedule):
     Args:
         start: ratio at step `warmup`, in (0, 1].
         end: ratio at the last step, in (0, 1].
-        warmup: number of leading dense steps.
+        warmup: number of leading dense steps; None: the reference's 4 of 28 scaled to the schedule.
     """
 
-    def __init__(self, start: float = 0.75, end: float = 0.25, warmup: int = 4) -> None:
+    def __init__(self, start: float = 0.75, end: float = 0.25, warmup: int | None = None) -> None:
         self.start = _ratio("ratio.start", start)
         self.end = _ratio("ratio.end", end)
         self.warmup = _warmup(warmup)
 
     def ratio(self, step: int, num_steps: int, num_tokens: int | None = None) -> float:
-        if step < self.warmup:
+        warmup = warmup_steps(self.warmup, num_steps)
+        if step < warmup:
             return 1.0
-        span = max(num_steps - 1 - self.warmup, 1)
-        return self.start + (self.end - self.start) * min((step - self.warmup) / span, 1.0)
+        span = max(num_steps - 1 - warmup, 1)
+        return self.start + (self.end - self.start) * min((step - warmup) / span, 1.0)
 
 
 @register("ratio", "reference_dynamic")
@@ -67,13 +86,15 @@ class ReferenceDynamicRatio(RatioSchedule):
 
     Args:
         value: mean share of tokens updated at RAS steps, in (0, 1].
-        warmup: number of leading dense steps.
+        warmup: number of leading dense steps; None: the reference's 4 of 28 scaled to the schedule.
         delta: change of the skip count from one block to the next, in tokens.
         block: steps per block (the reference's `L`).
         multiple: the skip count is rounded down to a multiple of this many tokens.
     """
 
-    def __init__(self, value: float = 0.5, warmup: int = 4, delta: int = 256, block: int = 4, multiple: int = 64):
+    def __init__(
+        self, value: float = 0.5, warmup: int | None = None, delta: int = 256, block: int = 4, multiple: int = 64
+    ) -> None:
         self.value = _ratio("ratio.value", value)
         self.warmup = _warmup(warmup)
         self.delta = integer("ratio.delta", delta, "[0, inf)", lambda v: v >= 0)
@@ -81,12 +102,13 @@ class ReferenceDynamicRatio(RatioSchedule):
         self.multiple = integer("ratio.multiple", multiple, "[1, inf)", lambda v: v >= 1)
 
     def ratio(self, step: int, num_steps: int, num_tokens: int | None = None) -> float:
-        if step < self.warmup:
+        warmup = warmup_steps(self.warmup, num_steps)
+        if step < warmup:
             return 1.0
         if num_tokens is None:
             raise ValueError("ratio=reference_dynamic needs the token count")
-        blocks = math.ceil(max(num_steps - self.warmup, 1) / self.block)
-        b = (step - self.warmup) // self.block
+        blocks = math.ceil(max(num_steps - warmup, 1) / self.block)
+        b = (step - warmup) // self.block
         skip = (1 - self.value) * num_tokens + self.delta * (b - (blocks - 1) / 2)
         skip = int(skip // self.multiple) * self.multiple
         skip = min(max(skip, 0), num_tokens - 1)

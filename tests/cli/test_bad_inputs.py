@@ -55,7 +55,7 @@ CASES = [
     ("starvation.k=true", "starvation.k must be a number"),
     ("starvation=nope", "starvation: unknown option 'nope'"),
     # reset
-    ("reset.steps=[40]", "reset.steps must lie in [0, 28)"),
+    ("reset.steps=[40]", "reset.steps (FixedReset(steps=...)) must lie in [0, 28)"),
     ("reset.steps=[-1]", "reset.steps must be in [0, steps)"),
     ("reset.steps=[a]", "reset.steps must be an integer"),
     ("reset.steps=[4,4]", "reset.steps lists step 4 twice"),

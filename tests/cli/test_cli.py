@@ -76,7 +76,7 @@ def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
         ("ratio.warmup=-1", r"ratio.warmup must be in [0, inf); got -1"),
         ("metric=nope", "metric: unknown option 'nope'; available: "),
         ("model=nope", "model: unknown option 'nope'; available: "),
-        ("reset.steps=[3,40]", "reset.steps must lie in [0, 28) for steps=28; got [3, 40]"),
+        ("reset.steps=[3,40]", "reset.steps (FixedReset(steps=...)) must lie in [0, 28) for steps=28; got [3, 40]"),
         ("sampler.high_ratio=1.2", "sampler.high_ratio must be in [0, 1]; got 1.2"),
         ("steps=0", "steps must be in [1, inf); got 0"),
         ("height=33", "height must be a multiple of 2 (patch size x latent scale); got 33"),

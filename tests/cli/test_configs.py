@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from rasfw import REGISTRY
 from rasfw.cli import STRATEGY_GROUPS, build_sampler, check_settings
+from rasfw.strategies.ratios import warmup_steps
 
 CONF = resources.files("rasfw.conf")
 
@@ -61,8 +62,10 @@ def test_experiments_compose(name):
 def test_defaults_follow_the_reference_sd3_example_but_cache_the_lowest_scores():
     cfg = composed()
     sampler = build_sampler(cfg)
-    assert cfg.steps == 28 and sampler.ratio.value == 0.5 and sampler.ratio.warmup == 4
-    assert sampler.reset.steps == (12, 20) and sampler.starvation.k == 0.1
+    # warm-up and resets are null (scaled to the steps): at 28 steps they are the example's 4 and (12, 20)
+    assert cfg.ratio.warmup is None and cfg.reset.steps is None
+    assert cfg.steps == 28 and sampler.ratio.value == 0.5 and warmup_steps(sampler.ratio.warmup, 28) == 4
+    assert sampler.reset.reset_steps(28) == (12, 20) and sampler.starvation.k == 0.1
     # h = 0 keeps the embedded model within 0.05 of dense alignment; the SD3 example's 0.3 does not
     # (docs/models/embedded.md). The reference preset keeps 0.3.
     assert sampler.high_ratio == 0.0

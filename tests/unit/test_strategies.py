@@ -159,7 +159,7 @@ def test_bad_settings_raise_one_clear_line(build, message):
 
 
 def test_reset_steps_beyond_the_schedule_are_rejected():
-    with pytest.raises(ValueError, match=r"reset.steps must lie in \[0, 20\) for steps=20"):
+    with pytest.raises(ValueError, match=r"reset.steps \(FixedReset\(steps=\.\.\.\)\) must lie in \[0, 20\) for steps=20"):
         FixedReset([12, 22]).validate(20)
 
 
