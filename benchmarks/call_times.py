@@ -16,10 +16,8 @@ import time
 import torch
 from hydra import compose, initialize_config_module
 
-from rasfw.backends import resolve_backend
+from rasfw.adapters.partial import PartialForward
 from rasfw.bench import build_pipeline, machine
-from rasfw.hooks import find_adapter
-from rasfw.state import ForwardPlan, RegionState
 
 
 def _ms(fn, repeats: int) -> float:
@@ -39,23 +37,14 @@ def main(preset: str = "cpu_wan", repeats: int = 10) -> None:
     inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
     call = lambda: transformer(**inputs, return_dict=False)  # noqa: E731
     rows = [("dense (original forward)", n, _ms(call, repeats))]
-    adapter, state = find_adapter(transformer)(), RegionState()
-    adapter.install(transformer, state, resolve_backend("torch", pipe.device))
-    try:
-        state.grid = adapter.call_grid((), inputs)
-        caches = state.context_caches("default")
-        state.forward = ForwardPlan(None, capture=True, caches=caches)
-        adapter.prepare(transformer, state.forward, (), inputs)
-        rows.append(("capture (fills the caches)", n, _ms(call, repeats)))
+    with PartialForward(transformer, inputs) as calls:
+        calls.capture()
+        rows.append(("capture (fills the caches)", n, _ms(calls.call, repeats)))
         batch = inputs["hidden_states"].shape[0]
         gen = torch.Generator().manual_seed(0)
         for active in (n, n // 2, n // 4, n // 8):
-            index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
-            state.forward = ForwardPlan(state.index_buffer(batch, active, pipe.device).copy_(index), caches=caches)
-            rows.append((f"RAS, {active} of {n} tokens", active, _ms(call, repeats)))
-    finally:
-        adapter.remove(transformer)
-        state.free()
+            calls.ras(torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)]))
+            rows.append((f"RAS, {active} of {n} tokens", active, _ms(calls.call, repeats)))
     print(f"preset `{preset}`, one call, mean of {repeats}; {machine()}\n")
     print("| call | tokens computed | ms | vs dense |\n| --- | --- | --- | --- |")
     for name, computed, ms in rows:

@@ -48,12 +48,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw.backends import resolve_backend
+from rasfw.adapters.partial import PartialForward
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
-from rasfw.hooks import apply_ras, find_adapter, ras_backend, ras_execution, remove_ras
+from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
-from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
+from rasfw.state import RegionState
 from rasfw.strategies.ratios import ConstantRatio, warmup_steps
 from rasfw.strategies.resets import FixedReset
 
@@ -437,23 +437,11 @@ def forward_flops(pipe: SyntheticPipeline, active: int) -> int:
     inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
     if active >= pipe.num_tokens:
         return count_flops(lambda: transformer(**inputs, return_dict=False))[1]
-    adapter = find_adapter(transformer)()
-    state = RegionState()
-    adapter.install(transformer, state, resolve_backend("torch", pipe.device))
-    try:
-        grid = adapter.call_grid((), inputs)
-        state.grid = grid
-        caches = state.context_caches(DEFAULT_CONTEXT)
-        state.forward = ForwardPlan(None, capture=True, caches=caches)
-        adapter.prepare(transformer, state.forward, (), inputs)
-        transformer(**inputs, return_dict=False)
+    with PartialForward(transformer, inputs) as calls:
+        calls.capture()
         rows = inputs["hidden_states"].shape[0]
-        index = state.index_buffer(rows, active, pipe.device).copy_(torch.arange(active).expand(rows, -1))  # (Bt, a)
-        state.forward = ForwardPlan(index, caches=caches)
-        return count_flops(lambda: transformer(**inputs, return_dict=False))[1]
-    finally:
-        adapter.remove(transformer)
-        state.free()
+        calls.ras(torch.arange(active, device=pipe.device).expand(rows, -1))  # (Bt, a); fills the plan
+        return count_flops(calls.call)[1]
 
 
 def generation_flops(pipe: SyntheticPipeline, sampler: RegionAdaptiveSampler, steps: int, table: dict[int, int]) -> int:

@@ -20,7 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rasfw import ForwardPlan, RegionAdaptiveSampler, RegionState, apply_ras
+from rasfw import RegionAdaptiveSampler, apply_ras
+from rasfw.adapters.partial import PartialForward
 from rasfw.backends import TorchBackend
 from rasfw.hooks import find_adapter
 from rasfw.strategies.ratios import ConstantRatio
@@ -123,24 +124,14 @@ class AdapterContract:
         kv_cache = True
         transformer = copy.deepcopy(self.make_pipe(patch).transformer)
         inputs = self.forward_inputs(transformer, batch, height, width, seed)
-        adapter = find_adapter(transformer)()
-        state = RegionState()
-        adapter.install(transformer, state, TorchBackend())
-        call_grid = adapter.call_grid((), inputs)
-        state.grid = call_grid
-        n = call_grid.num_tokens  # rows x cols, times the frames of a video model
-        active = data.draw(st.integers(1, n), label="active")
-        gen = torch.Generator().manual_seed(seed)
-        index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
-        caches = state.context_caches("default")
-        with torch.no_grad():
-            state.forward = ForwardPlan(None, capture=True, kv_cache=kv_cache, caches=caches)
-            adapter.prepare(transformer, state.forward, (), inputs)
-            dense = transformer(**inputs, return_dict=False)[0]
-            state.forward = ForwardPlan(index, capture=False, kv_cache=kv_cache, caches=caches)
-            partial = transformer(**inputs, return_dict=False)[0]
-        grid = adapter.grid(dense)
-        adapter.remove(transformer)
+        with torch.no_grad(), PartialForward(transformer, inputs, TorchBackend(), kv_cache) as calls:
+            n = calls.num_tokens  # rows x cols, times the frames of a video model
+            active = data.draw(st.integers(1, n), label="active")
+            gen = torch.Generator().manual_seed(seed)
+            index = torch.stack([torch.randperm(n, generator=gen)[:active].sort().values for _ in range(batch)])
+            dense = calls.capture()
+            partial = calls.ras(index)
+            grid = calls.adapter.grid(dense)
         d, p = grid.to_tokens(dense), grid.to_tokens(partial)  # (B, N, P, C)
         take = index[:, :, None, None].expand(-1, -1, *d.shape[2:])
         torch.testing.assert_close(torch.gather(p, 1, take), torch.gather(d, 1, take), rtol=1e-4, atol=1e-5)

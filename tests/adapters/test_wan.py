@@ -219,7 +219,7 @@ def test_image_to_video_layout_partial_forward_matches_dense_at_active_tokens():
     """Wan I2V: the cross-attention also attends to image-encoder tokens (added k/v); RAS leaves it alone."""
     from diffusers import WanTransformer3DModel
 
-    from rasfw import ForwardPlan, RegionState
+    from rasfw.adapters.partial import PartialForward
     from rasfw.adapters.wan import WanAdapter
     from rasfw.backends import TorchBackend
 
@@ -236,20 +236,13 @@ def test_image_to_video_layout_partial_forward_matches_dense_at_active_tokens():
         "encoder_hidden_states": torch.randn(2, 512, TEXT_DIM, generator=gen),  # Wan's fixed 512 text tokens
         "encoder_hidden_states_image": torch.randn(2, 5, 16, generator=gen),
     }
-    adapter, state = WanAdapter(), RegionState()
-    adapter.install(transformer, state, TorchBackend())
-    state.grid = adapter.call_grid((), inputs)
-    assert state.grid.channels == 4 and state.grid.num_tokens == 2 * 3 * 4
     index = torch.stack([torch.randperm(24, generator=gen)[:7].sort().values for _ in range(2)])  # (2, 7)
-    caches = state.context_caches("default")
-    with torch.no_grad():
-        state.forward = ForwardPlan(None, capture=True, caches=caches)
-        adapter.prepare(transformer, state.forward, (), inputs)
-        dense = transformer(**inputs, return_dict=False)[0]
-        state.forward = ForwardPlan(index, caches=caches)
-        partial = transformer(**inputs, return_dict=False)[0]
-    adapter.remove(transformer)
-    grid = adapter.grid(dense)
+    with torch.no_grad(), PartialForward(transformer, inputs, TorchBackend()) as calls:
+        assert isinstance(calls.adapter, WanAdapter)
+        assert calls.state.grid.channels == 4 and calls.num_tokens == 2 * 3 * 4
+        dense = calls.capture()
+        partial = calls.ras(index)
+        grid = calls.adapter.grid(dense)
     d, p = grid.to_tokens(dense), grid.to_tokens(partial)  # (B, N, P, C)
     take = index[:, :, None, None].expand(-1, -1, *d.shape[2:])
     torch.testing.assert_close(torch.gather(p, 1, take), torch.gather(d, 1, take), rtol=1e-4, atol=1e-5)

@@ -129,7 +129,7 @@ def test_history_costs_one_output_buffer_per_order_and_is_freed_after_the_genera
     for name, fill in {"reuse": ReuseFill(), "taylor1": TaylorFill(1), "taylor2": TaylorFill(2)}.items():
         state = apply_ras(pipe, ras(fill))
         sizes = []
-        state.step_callbacks.append(lambda s: sizes.append(s.memory_bytes()))
+        state.step_callbacks.append(lambda s, sizes=sizes: sizes.append(s.memory_bytes()))
         generate(pipe)
         peaks[name] = max(sizes)
         assert state.memory_bytes() == 0 and state.clock is None  # released at the last step
