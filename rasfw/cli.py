@@ -86,7 +86,7 @@ SETTINGS = {
     "verbose": "let diffusers', transformers' and the hub's own warnings through",
     "match_flops": "with sampler=dense: sample with the step count whose FLOPs match RAS with this config's strategies",
     "eval": "evaluation: prompts (N: the first N of the fixed prompt set; null: the prompts list), prompt_seed, "
-            "batch (prompts per call), baseline_cache (folder reusing the dense baseline; null: none)",
+            "batch (prompts per call), baseline_cache (folder reusing the dense baseline; null: none), baseline_steps (null: steps)",
     "timing": "warmup (untimed runs of each) and repeats (median of that many alternating runs; 0: no speed-up)",
 }  # fmt: skip
 """The plain top-level keys and what each means (the `--help` text)."""
@@ -162,7 +162,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any] | None
 def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[str, Any] | None:
     height, width = size
     prompts, is_dense = settings["prompts"], isinstance(sampler, DenseSampler)
-    full_steps = steps = settings["steps"]
+    steps, full_steps = settings["steps"], settings["baseline_steps"] or settings["steps"]
     settings = {**settings, "full_steps": full_steps}
     if settings["match_flops"] and is_dense:
         steps = _matched_steps(cfg, runner, sampler, size, settings)
@@ -301,7 +301,7 @@ def _baseline(cfg, runner, settings, size, make, rank: int, world: int) -> dict[
     (and stored there)."""
     fields = {
         "model": _choice("model", cfg.model), "weights": runner.weights,
-        "runner": OmegaConf.to_container(cfg.model, resolve=True), "steps": settings["steps"],
+        "runner": OmegaConf.to_container(cfg.model, resolve=True), "steps": settings["full_steps"],
         "guidance": settings["guidance"], "size": list(size), "seed": settings["seed"],
         "prompts": settings["prompts"], "batch": settings["batch"],
     }  # fmt: skip

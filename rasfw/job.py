@@ -34,12 +34,16 @@ BASELINE_FORMAT = 1  # bump when the cached baseline's contents change
 
 
 def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
-    """Validate `eval.*`, `timing.*` and `match_flops`; return them as plain values."""
+    """Validate `eval.*`, `timing.*` and `match_flops`; return them as plain values.
+
+    `eval.baseline_steps` sets the steps of the dense baseline (the images PSNR and SSIM compare with, and
+    the dense run that is timed) apart from the job's own `steps`, as `+experiment=table2` does (RAS and dense
+    at 3 to 10 steps against the 28-step dense image); null: the job's steps.
+    """
     from rasfw.embedded.data import prompt_set
 
-    ev, timing = _section(cfg, "eval", ("prompts", "prompt_seed", "batch", "baseline_cache")), _section(
-        cfg, "timing", ("repeats", "warmup")
-    )
+    keys = ("prompts", "prompt_seed", "batch", "baseline_cache", "baseline_steps")
+    ev, timing = _section(cfg, "eval", keys), _section(cfg, "timing", ("repeats", "warmup"))
     count = ev.get("prompts")
     if count is not None:
         count = integer("eval.prompts", count, "[1, 100000] or null (null: the prompts list)", lambda v: 1 <= v <= 100000)
@@ -50,12 +54,16 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"eval.baseline_cache must be a folder path or null; got {folder!r}")
     if not isinstance(cfg.get("match_flops", False), bool):
         raise ValueError(f"match_flops must be true or false; got {cfg.get('match_flops')!r}")
+    baseline_steps = ev.get("baseline_steps")
+    if baseline_steps is not None:
+        baseline_steps = integer("eval.baseline_steps", baseline_steps, "[1, inf) or null (null: steps)", lambda v: v >= 1)
     return {
         "eval_prompts": count,
         "eval_prompt_set": None if count is None else prompt_set(count, prompt_seed)[0],
         "prompt_seed": prompt_seed,
         "batch": batch,
         "baseline_cache": None if folder is None else Path(folder).expanduser(),
+        "baseline_steps": baseline_steps,  # steps of the dense baseline; None: the job's steps
         "repeats": integer("timing.repeats", timing.get("repeats", 3), "[0, 1000]", lambda v: 0 <= v <= 1000),
         "warmup": integer("timing.warmup", timing.get("warmup", 1), "[0, 100]", lambda v: 0 <= v <= 100),
         "match_flops": cfg.get("match_flops", False),
