@@ -23,6 +23,7 @@ SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval
 EXPERIMENTS = {
     "ablation_metric": 3, "ablation_starvation": 5, "ablation_reset": 3, "ablation_kv_cache": 2,
     "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 17, "ablation_fill": 9,
+    "table2": 24,
 }  # fmt: skip
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -110,6 +111,29 @@ def test_matched_flops_samples_dense_with_fewer_steps(tmp_path):
     assert dense["full_steps"] == 12 and dense["steps"] == round(12 * ras["flops_ratio"]) < 12
     assert dense["dense_flops"] == ras["dense_flops"]  # compared with the same full-step baseline
     assert dense["flops_ratio"] == pytest.approx(dense["steps"] / 12, rel=0.02)
+
+
+def test_the_baseline_can_have_its_own_step_count(tmp_path):
+    """eval.baseline_steps: RAS and dense with few steps are compared with (and timed against) a longer dense run."""
+    ras = run(tmp_path, "ras", "eval.baseline_steps=8", "timing.repeats=0")
+    dense = run(tmp_path, "dense", "eval.baseline_steps=8", "sampler=dense", "timing.repeats=0")
+    assert (ras["steps"], ras["full_steps"]) == (6, 8) == (dense["steps"], dense["full_steps"])
+    assert dense["psnr_vs_dense"] is not None and dense["dense_flops"] == ras["dense_flops"] > dense["flops"]
+
+
+def test_table2_sweeps_ras_at_few_steps_against_dense_at_equal_flops_and_at_3_to_10_steps():
+    """conf/table2_point/: RAS and its FLOPs-matched dense point at 5, 6, 7, 10 steps and ratios 0.25, 0.125 (warm-up 2,
+    one reset in the middle of the RAS phase), plain dense at 3 to 10 steps; all against the 28-step dense image."""
+    from omegaconf import OmegaConf
+
+    points = {p.stem: OmegaConf.load(p) for p in (CONF / "table2_point").glob("*.yaml")}
+    expected = {f"{kind}_{s:02d}_{r}" for kind in ("ras", "dense_matched") for s in (5, 6, 7, 10) for r in ("025", "0125")}
+    assert set(points) == expected | {f"dense_{s:02d}" for s in range(3, 11)}
+    for name in expected:
+        point = points[name]
+        assert point.ratio.warmup == 2 and point.reset.steps == [(2 + point.steps - 1) // 2]
+        assert point.get("match_flops", False) is name.startswith("dense_matched")
+    assert OmegaConf.load(CONF / "experiment" / "table2.yaml").eval.baseline_steps == 28
 
 
 @needs_step_caches
