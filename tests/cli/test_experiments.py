@@ -23,7 +23,7 @@ SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "eval.prompts=4", "eval
 EXPERIMENTS = {
     "ablation_metric": 3, "ablation_starvation": 5, "ablation_reset": 3, "ablation_kv_cache": 2,
     "ablation_ratio_schedule": 3, "ablation_selection": 3, "matched_flops": 6, "pareto": 17, "ablation_fill": 9,
-    "table2": 24,
+    "table2": 32,
 }  # fmt: skip
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -128,11 +128,13 @@ def test_table2_sweeps_ras_at_few_steps_against_dense_at_equal_flops_and_at_3_to
 
     points = {p.stem: OmegaConf.load(p) for p in (CONF / "table2_point").glob("*.yaml")}
     expected = {f"{kind}_{s:02d}_{r}" for kind in ("ras", "dense_matched") for s in (5, 6, 7, 10) for r in ("025", "0125")}
-    assert set(points) == expected | {f"dense_{s:02d}" for s in range(3, 11)}
-    for name in expected:
+    forecast = {f"ras_{s:02d}_{r}_taylor" for s in (5, 6, 7, 10) for r in ("025", "0125")}
+    assert set(points) == expected | forecast | {f"dense_{s:02d}" for s in range(3, 11)}
+    for name in expected | forecast:
         point = points[name]
         assert point.ratio.warmup == 2 and point.reset.steps == [(2 + point.steps - 1) // 2]
         assert point.get("match_flops", False) is name.startswith("dense_matched")
+        assert ("override /fill" in str(point.defaults)) is name.endswith("_taylor")
     assert OmegaConf.load(CONF / "experiment" / "table2.yaml").eval.baseline_steps == 28
 
 
