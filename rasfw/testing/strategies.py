@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from rasfw.interfaces import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
+from rasfw.strategies.ratios import warmup_steps
 
 __all__ = [
     "check_inactive_fill",
@@ -88,8 +89,9 @@ def check_ratio_schedule(schedule: type[RatioSchedule] | RatioSchedule, bad_para
     """
     schedule = _instance(schedule, RatioSchedule, bad_params)
     name = type(schedule).__name__
-    warmup = getattr(schedule, "warmup", 0)
+    setting = getattr(schedule, "warmup", 0)
     for num_steps in STEP_COUNTS:
+        warmup = warmup_steps(setting, num_steps) if setting is None or isinstance(setting, int) else None  # None: scaled
         for n in TOKEN_COUNTS:
             values = [schedule.ratio(i, num_steps, n) for i in range(num_steps)]
             for i, r in enumerate(values):

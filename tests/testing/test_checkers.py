@@ -95,6 +95,13 @@ class NoWarmup(RatioSchedule):
         return 0.5  # relies on the sampler for warm-up
 
 
+class ScaledNoWarmup(RatioSchedule):
+    warmup = None  # scaled to the schedule (4 of 28), as the built-ins' default
+
+    def ratio(self, step, num_steps, num_tokens=None):
+        return 1.0 if step == 0 else 0.5  # keeps one dense step whatever the schedule
+
+
 class Zero(RatioSchedule):
     def ratio(self, step, num_steps, num_tokens=None):
         return 0.0 if step > 2 else 1.0
@@ -113,6 +120,7 @@ class Stateful(RatioSchedule):
     ("schedule", "message"),
     [
         (NoWarmup, "during the schedule's warm-up of 4 steps"),
+        (ScaledNoWarmup, r"ratio\(step=1, num_steps=8, num_tokens=12\) returned 0.5 during the schedule's warm-up of 2 steps"),
         (Zero, r"returned 0.0; ratios must lie in \(0, 1\]"),
         (Stateful, "depends on the order it is called in"),
     ],
