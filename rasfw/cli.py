@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw import job, viz
+from rasfw import job, stats, viz
 from rasfw.build import build, plain
-from rasfw.compare import psnr
+from rasfw.compare import psnr, psnr_per_image
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
@@ -248,15 +248,40 @@ def _run(cfg, out, settings, sampler, cache, runner, size, rank, world) -> dict[
         **files,
     }
     dense_steps = sum(1 for a in active if a == tokens)
-    summary.update(runner.evaluate(prompts, images, dense_images, updates - dense_steps))
+    evaluated = runner.evaluate(prompts, images, dense_images, updates - dense_steps)
+    features, per_prompt = evaluated.pop("features", None), _per_prompt(settings, images, dense_images, evaluated)
+    summary.update(evaluated)
     skipped = len(prompts) - summary.get("evaluated_images", len(prompts))
     if skipped:
         report(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
                "its quality metrics skip them")  # fmt: skip
+    if features:
+        summary["eval_features"] = stats.save_features(out / stats.FEATURES_FILE, features).name
+    summary.update(stats.annotate({**summary, "per_prompt": per_prompt}, features))
     summary["settings"] = job.resolved_settings(cfg, _choices(), GROUPS)
     summary["overrides"] = _task_overrides()
+    summary["per_prompt"] = per_prompt  # last: long lists
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _per_prompt(settings: dict[str, Any], images: torch.Tensor, dense_images: torch.Tensor | None,
+                evaluated: dict[str, Any]) -> dict[str, Any]:
+    """What a bootstrap over prompts needs from the run (`rasfw.stats`): each prompt's seed (that of its call),
+    PSNR against the dense image of the same seed (null: identical) and the runner's per-prompt values.
+
+    Args:
+        settings: the checked settings (`prompts`, `seed`, `batch`).
+        images: `(B, 3, H, W)` (or videos) of the method.
+        dense_images: the dense baseline's images of the same shape, or None.
+        evaluated: the runner's evaluation; its `per_prompt` is moved into the result.
+    """
+    batch, count = settings["batch"], len(settings["prompts"])
+    result: dict[str, Any] = {"seeds": [settings["seed"] + i - i % batch for i in range(count)]}
+    if dense_images is not None:
+        per_image = psnr_per_image(images, dense_images)  # (B,)
+        result["psnr_vs_dense"] = [None if v == float("inf") else v for v in per_image.tolist()]
+    return {**result, **evaluated.pop("per_prompt", {})}
 
 
 @contextlib.contextmanager
@@ -527,7 +552,8 @@ def _hydra_entry() -> None:
         shown = {k: summary[k] for k in keys}
         report(f"summary: {json.dumps(shown)}")
         files = [*summary.get("images", []), *summary.get("videos", []), *(summary[k] for k in PICTURES if k in summary)]
-        written = [*files, "summary.json", f"{HydraConfig.get().job.name}.log"]
+        written = [*files, "summary.json", *([summary["eval_features"]] if summary.get("eval_features") else []),
+                   f"{HydraConfig.get().job.name}.log"]  # fmt: skip
         written = [name for name in written if (Path(output_dir) / name).exists()]
         report(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
 

@@ -14,8 +14,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
         a: `(B, 3, H, W)` or `(3, H, W)` images.
         b: images of the same shape.
     """
+    per_image = psnr_per_image(a, b)  # (B,)
+    if bool(per_image.isinf().any()):
+        return None
+    return float(per_image.mean())
+
+
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB (peak 1.0), float64 `(B,)`; `inf` where a pair is identical.
+
+    Args:
+        a: `(B, 3, H, W)` or `(3, H, W)` images in [0, 1] (videos: any shape with the batch first).
+        b: images of the same shape.
+    """
     a, b = (x.unsqueeze(0) if x.dim() == 3 else x for x in (a, b))
     mse = (a.double() - b.double()).square().flatten(1).mean(1)  # (B,)
-    if bool((mse == 0).any()):
-        return None
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    return 10 * torch.log10(1.0 / mse)  # (B,); 1 / 0 = inf for identical pairs

@@ -6,6 +6,11 @@ rebuilt later, or from a sweep that ran elsewhere, with `python -m rasfw.report 
 Rows are the sweep's jobs (each job folder's `summary.json`); columns are the swept keys (the overrides
 whose values differ between jobs) and the metrics. Plots: quality against FLOP ratio and against measured
 time ratio (the Pareto planes), and one chart of the ablation (quality per job).
+
+Jobs that recorded per-prompt data (`rasfw.stats`) add their 95 % intervals: `<metric>_ci_low` and
+`<metric>_ci_high` columns and `<metric>_distinguishable` (from the dense baseline's same metric) in the CSV,
+`756 [701, 812]` cells with `≈` for "not distinguishable from dense" in the markdown, and error bars in the
+plots. Older summaries report as before, without them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rasfw import stats
 from rasfw.registry import register
 
 METRICS = (
@@ -26,6 +32,11 @@ METRICS = (
     "alignment_accuracy", "dense_alignment_accuracy", "fd", "dense_fd", "sfd", "psnr_vs_dense", "ssim_vs_dense",
     "object_update_share", "object_area_share", "prompt_count",
 )  # fmt: skip
+CI_COLUMNS = (
+    *(f"{m}_ci_{end}" for m in stats.METRICS for end in ("low", "high")),
+    *(f"{m}_distinguishable" for m, _ in stats.VS_DENSE),
+)
+"""The columns a sweep's CSV gains when its jobs recorded per-prompt data (present only then)."""
 QUALITY = (
     ("alignment_accuracy", "alignment accuracy (higher is better)"),
     ("fd", "FD (lower is better)"),
@@ -70,6 +81,8 @@ def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
     row = {key: summary.get(key) for key in METRICS if key in summary}
     row["time_ratio"] = None if not speedup else 1.0 / speedup
     row["method"] = method_label(summary)
+    row["ci"] = summary.get("ci") or {}  # {metric: [low, high]}; none in summaries older than rasfw.stats
+    row["vs_dense"] = summary.get("vs_dense") or {}
     return row
 
 
@@ -96,8 +109,10 @@ def write_report(folder: Path) -> list[Path]:
         return []
     swept = swept_keys(rows)
     metrics = [m for m in METRICS if m not in swept]  # a swept `sampler` is already a column
-    columns = ["job", *swept, *metrics]
-    table = [{"job": r["job"], **{m: r.get(m) for m in metrics}, **{k: r["overrides"].get(k, "") for k in swept}} for r in rows]
+    table = [{"job": r["job"], **{m: r.get(m) for m in metrics}, **{k: r["overrides"].get(k, "") for k in swept},
+              **ci_cells(r), "ci": r["ci"], "vs_dense": r["vs_dense"]} for r in rows]  # fmt: skip
+    recorded = [c for c in CI_COLUMNS if any(row.get(c) is not None for row in table)]
+    columns = ["job", *swept, *metrics, *recorded]
     written = [_write_csv(folder / "results.csv", columns, table)]
     (folder / "results.md").write_text(markdown(columns, table, folder.name))
     written.append(folder / "results.md")
@@ -114,6 +129,22 @@ def _write_csv(path: Path, columns: list[str], table: list[dict[str, Any]]) -> P
     return path
 
 
+def ci_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's interval columns (`CI_COLUMNS`) from its summary's `ci` and `vs_dense`; None where not recorded.
+
+    Args:
+        row: a row of `collect` (its `ci` and `vs_dense`).
+    """
+    cells: dict[str, Any] = {}
+    for metric in stats.METRICS:
+        low, high = row["ci"].get(metric) or (None, None)
+        cells |= {f"{metric}_ci_low": low, f"{metric}_ci_high": high}
+    for metric, _ in stats.VS_DENSE:
+        vs = row["vs_dense"].get(metric)
+        cells[f"{metric}_distinguishable"] = None if vs is None else vs["distinguishable"]
+    return cells
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -121,12 +152,34 @@ def _cell(value: Any) -> Any:
 
 
 def markdown(columns: list[str], table: list[dict[str, Any]], title: str) -> str:
-    """The results as one markdown table (columns that are empty in every row are left out)."""
-    shown = [c for c in columns if any(row.get(c) not in (None, "") for row in table)]
-    lines = [f"Sweep `{title}`: {len(table)} jobs\n", "| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
+    """The results as one markdown table (columns that are empty in every row are left out).
+
+    A metric with an interval reads `756 [701, 812]`, with `≈` when it is not distinguishable from the dense
+    baseline's; the interval columns of the CSV are not repeated, and a legend line says what the cells mean.
+
+    Args:
+        columns: the CSV's columns.
+        table: the rows (with each job's `ci` and `vs_dense`).
+        title: the sweep's name.
+    """
+    shown = [c for c in columns if c not in CI_COLUMNS and any(row.get(c) not in (None, "") for row in table)]
+    lines = [f"Sweep `{title}`: {len(table)} jobs\n"]
+    if any(row.get("ci") for row in table):
+        lines.append(stats.legend() + "\n")
+    lines += ["| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
     for row in table:
-        lines.append("| " + " | ".join(str(_cell(row.get(c))) if row.get(c) not in (None, "") else "—" for c in shown) + " |")
+        lines.append("| " + " | ".join(_markdown_cell(row, c) for c in shown) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value in (None, ""):
+        return "—"
+    ci = (row.get("ci") or {}).get(column)
+    if ci is None:
+        return str(_cell(value))
+    return stats.with_ci(value, ci, same=stats.not_distinguishable(row.get("vs_dense"), column))
 
 
 def _label(row: dict[str, Any], swept: list[str]) -> str:
@@ -136,6 +189,36 @@ def _label(row: dict[str, Any], swept: list[str]) -> str:
 
 def _short(label: str) -> str:
     return label.replace("pareto_point=", "")
+
+
+def _errors(rows: list[dict[str, Any]], metric: str) -> list[list[float]] | None:
+    """Asymmetric error bars `[below, above]` of `metric` from the rows' intervals (0 where a row has none);
+    None when no row has one.
+
+    Args:
+        rows: table rows with their `ci`.
+        metric: the plotted metric.
+    """
+    cis = [(r.get("ci") or {}).get(metric) for r in rows]
+    if all(ci is None for ci in cis):
+        return None
+    below = [0.0 if ci is None or r.get(metric) is None else max(r[metric] - ci[0], 0.0) for r, ci in zip(rows, cis, strict=True)]
+    above = [0.0 if ci is None or r.get(metric) is None else max(ci[1] - r[metric], 0.0) for r, ci in zip(rows, cis, strict=True)]
+    return [below, above]
+
+
+def _dense_ci(rows: list[dict[str, Any]], metric: str) -> list[float] | None:
+    """The dense baseline's interval of `metric`, as the first row that recorded one holds it."""
+    return next(((r.get("ci") or {})[f"dense_{metric}"] for r in rows if f"dense_{metric}" in (r.get("ci") or {})), None)
+
+
+def _ci_data(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The interval columns of a plot's CSV for `metrics` and their dense baselines (only those recorded)."""
+    names = [f"{p}{m}_ci_{end}" for m in metrics for p in ("", "dense_") for end in ("low", "high")]
+    data = [{f"{p}{m}_ci_{end}": ((r.get("ci") or {}).get(f"{p}{m}") or (None, None))[i]
+             for m in metrics for p in ("", "dense_") for i, end in enumerate(("low", "high"))} for r in rows]  # fmt: skip
+    kept = [n for n in names if any(d[n] is not None for d in data)]
+    return kept, [{n: d[n] for n in kept} for d in data]
 
 
 def _pyplot():
@@ -162,25 +245,32 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> 
         for ax, (metric, ylabel) in zip(axes, QUALITY, strict=True):
             for method in sorted({r["method"] for r in points}):
                 mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
-                ax.plot([r[x] for r in mine], [r[metric] for r in mine], "o", label=method)
+                ax.errorbar([r[x] for r in mine], [r[metric] for r in mine], yerr=_errors(mine, metric), fmt="o",
+                            capsize=2, elinewidth=0.8, label=method)  # fmt: skip
                 for r in mine:
                     ax.annotate(_short(_label(r, swept)), (r[x], r[metric]), fontsize=6, alpha=0.7,
                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
             dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
             if dense is not None:
-                ax.plot([1.0], [dense], "k*", markersize=12, label="dense (all steps)")
+                ci = _dense_ci(points, metric)
+                ax.errorbar([1.0], [dense], yerr=None if ci is None else [[dense - ci[0]], [ci[1] - dense]], fmt="k*",
+                            markersize=12, capsize=2, elinewidth=0.8, label="dense (all steps)")  # fmt: skip
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"{folder.name}: quality against {'FLOPs' if x == 'flops_ratio' else 'time'}")
+        intervals = any(_errors(points, m) is not None for m, _ in QUALITY)
+        fig.suptitle(f"{folder.name}: quality against {'FLOPs' if x == 'flops_ratio' else 'time'}"
+                     + (" (bars: 95 % CI over prompts)" if intervals else ""))  # fmt: skip
         fig.tight_layout()
         fig.savefig(folder / f"{name}.png", dpi=90)
         plt.close(fig)
         for r in points:
             data.append({"job": r["job"], "method": r["method"], "label": _label(r, swept), x: r[x],
                          **{m: r.get(m) for m, _ in QUALITY}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}})  # fmt: skip
-        columns = ["job", "method", "label", x, *(m for m, _ in QUALITY), *(f"dense_{m}" for m, _ in QUALITY)]
+        ci_columns, ci_data = _ci_data(points, [m for m, _ in QUALITY])
+        data = [{**d, **c} for d, c in zip(data, ci_data, strict=True)]
+        columns = ["job", "method", "label", x, *(m for m, _ in QUALITY), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns]
         written += [folder / f"{name}.png", _write_csv(folder / f"{name}.csv", columns, data)]
     return written
 
@@ -195,21 +285,27 @@ def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str]) -
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.38 * len(table) + 1.2), squeeze=False)
     for ax, (metric, title) in zip(axes[0], metrics, strict=True):
         values = [r.get(metric) if r.get(metric) is not None else 0.0 for r in table]
-        ax.barh(range(len(table)), values, color="tab:blue")
+        ax.barh(range(len(table)), values, color="tab:blue", xerr=_errors(table, metric), capsize=2,
+                error_kw={"elinewidth": 0.8})  # fmt: skip
         dense = next((r.get(f"dense_{metric}") for r in table if r.get(f"dense_{metric}") is not None), None)
         if dense is not None:
             ax.axvline(dense, color="k", linestyle="--", linewidth=1, label="dense")
+            ci = _dense_ci(table, metric)
+            if ci is not None:
+                ax.axvspan(ci[0], ci[1], color="k", alpha=0.1, label="dense 95 % CI")
             ax.legend(fontsize=8)
         ax.set_yticks(range(len(table)), labels if ax is axes[0][0] else [""] * len(table), fontsize=8)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
-    fig.suptitle(folder.name)
+    intervals = any(_errors(table, m) is not None for m, _ in metrics)
+    fig.suptitle(folder.name + (" (bars: 95 % CI over prompts)" if intervals else ""))
     fig.tight_layout()
     fig.savefig(folder / "ablation.png", dpi=90)
     plt.close(fig)
-    columns = ["job", "label", *(m for m, _ in metrics), *(f"dense_{m}" for m, _ in QUALITY)]
-    data = [{"job": r["job"], "label": lab, **{m: r.get(m) for m, _ in metrics}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}}
-            for r, lab in zip(table, labels, strict=True)]  # fmt: skip
+    ci_columns, ci_data = _ci_data(table, [m for m, _ in QUALITY])
+    columns = ["job", "label", *(m for m, _ in metrics), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns]
+    data = [{"job": r["job"], "label": lab, **{m: r.get(m) for m, _ in metrics}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}, **c}
+            for r, lab, c in zip(table, labels, ci_data, strict=True)]  # fmt: skip
     return [folder / "ablation.png", _write_csv(folder / "ablation.csv", columns, data)]
 
 

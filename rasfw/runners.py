@@ -47,6 +47,11 @@ class PipelineRunner(ABC):
     ) -> dict[str, Any]:
         """Extra summary fields for this model (quality metrics); none by default.
 
+        Two fields are for the bootstrap over prompts (`rasfw.stats`): `per_prompt`, per-prompt values whose
+        means are metrics of the summary (`{metric: [value per prompt]}`), and `features`, evaluator
+        features from which distances are recomputed on a resample (`{name: (N, D) tensor}`, one row per
+        prompt; the CLI writes them to `eval_features.npz`, not into the summary).
+
         Args:
             ras_update_counts: `(B, rows, cols)` how often each token was recomputed at RAS steps.
         """
@@ -78,14 +83,22 @@ class MiniRunner(PipelineRunner):
     def evaluate(self, prompts, images, dense_images, ras_update_counts):
         """Alignment (all four attributes, and each), FD and spatial FD against real procedural images, for
         the images and the dense baseline (`dense_*`); SSIM against the dense images; and where the RAS
-        updates fell.
+        updates fell. Beside them, what a bootstrap over prompts needs (`rasfw.stats`): `per_prompt` (each
+        image's alignment, 0 or 1, and SSIM against dense) and `features` (the evaluator's features of the
+        images, the dense images and the real images, one row per evaluated prompt).
 
         Only prompts in the data's grammar ("a small red circle at the top left") are scored. Object
         pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
         figures compare the updates with where the prompt asks the object to be.
         """
         from rasfw.embedded.data import ATTRIBUTES, parse_prompt, render
-        from rasfw.embedded.eval import attribute_accuracy, fd, load_evaluator, object_update_share, sfd, ssim
+        from rasfw.embedded.eval import (
+            attribute_hits,
+            frechet_distance,
+            load_evaluator,
+            object_update_share,
+            ssim_per_image,
+        )
 
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
         if not keep or images.shape[-2:] != (32, 32):
@@ -94,24 +107,33 @@ class MiniRunner(PipelineRunner):
         evaluator = load_evaluator()
         real, masks = render(labels, torch.Generator().manual_seed(0))
         real = (real + 1) / 2
+        reference = _features(evaluator, real)
+        several = len(keep) > 1  # a Frechet distance needs two images
 
-        def scores(batch: torch.Tensor) -> dict[str, Any]:
-            accuracy = attribute_accuracy(batch, labels, evaluator)
-            several = len(keep) > 1  # a Frechet distance needs two images
-            return {
-                "alignment_accuracy": accuracy["all"],
-                "fd": fd(batch, real, evaluator) if several else None,
-                "sfd": sfd(batch, real, evaluator) if several else None,
-                **{f"{k}_accuracy": accuracy[k] for k in ATTRIBUTES},
-            }
+        def scores(batch: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+            hits = attribute_hits(batch, labels, evaluator)  # each (N,)
+            feats = _features(evaluator, batch)
+            distances = {k: frechet_distance(feats[k], reference[k]) if several else None for k in feats}
+            accuracy = {f"{k}_accuracy": float(hits[k].float().mean()) for k in ATTRIBUTES}
+            return {"alignment_accuracy": float(hits["all"].float().mean()), **distances, **accuracy}, hits["all"], feats
 
-        result: dict[str, Any] = {"evaluated_images": len(keep), **scores(images[keep])}
-        dense = scores(dense_images[keep]) if dense_images is not None else dict.fromkeys(result)
+        result, hits, feats = scores(images[keep])
+        result = {"evaluated_images": len(keep), **result}
+        per_prompt = {"alignment_accuracy": hits.int().tolist()}
+        features = {**feats, **{f"{k}_reference": v for k, v in reference.items()}}
+        if dense_images is not None:
+            dense, dense_hits, dense_feats = scores(dense_images[keep])
+            similarity = ssim_per_image(images[keep], dense_images[keep])  # (N,)
+            per_prompt["dense_alignment_accuracy"] = dense_hits.int().tolist()
+            per_prompt["ssim_vs_dense"] = similarity.tolist()
+            features.update({f"dense_{k}": v for k, v in dense_feats.items()})
+        else:
+            dense, similarity = dict.fromkeys(result), None
         result.update({f"dense_{k}": v for k, v in dense.items() if k != "evaluated_images"})
-        result["ssim_vs_dense"] = ssim(images[keep], dense_images[keep]) if dense_images is not None else None
+        result["ssim_vs_dense"] = None if similarity is None else float(similarity.mean())
         if ras_update_counts.sum() > 0:
             result.update(object_update_share(ras_update_counts[keep], masks, self.patch_size))
-        return result
+        return {**result, "per_prompt": per_prompt, "features": features}
 
     def generate(self, prompts, *, steps, guidance, height, width, seed, progress=True):
         return self.pipe(
@@ -124,3 +146,8 @@ class MiniRunner(PipelineRunner):
             output_type="pt",
             progress=progress,
         ).images
+
+
+def _features(evaluator: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The embedded evaluator's features of `images` `(N, 3, 32, 32)`: `fd` `(N, 128)` and `sfd` `(N, 256)`."""
+    return {"fd": evaluator.features(images), "sfd": evaluator.spatial_features(images)}

@@ -8,8 +8,9 @@ in `results.csv`, `results.md` and plots.
 
 The alias adds the study's own table, `study.md` in the sweep folder, printed at the end. It has the dense
 baseline first, then one row per job: FLOP ratio, alignment in all and per attribute, FD and spatial FD,
-PSNR and SSIM against dense, and where RAS's updates fell. `python -m rasfw.study --table <sweep folder>`
-rebuilds it from the jobs' `summary.json`.
+PSNR and SSIM against dense, and where RAS's updates fell; with each job's 95 % intervals over the prompts
+(`rasfw.stats`) where it recorded them, and `≈` where a row is not distinguishable from dense.
+`python -m rasfw.study --table <sweep folder>` rebuilds it from the jobs' `summary.json`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from rasfw import stats
 
 DEFAULT_EXPERIMENT = "study"
 TABLE = "study.md"
@@ -62,7 +65,9 @@ def _order(summary: dict[str, Any]) -> tuple:
 def _dense_row(summary: dict[str, Any]) -> dict[str, Any]:
     """The dense baseline's figures, as every job's summary records them (`dense_*`)."""
     row = {k[len("dense_") :]: v for k, v in summary.items() if k.startswith("dense_")}
-    return {**row, "name": f"dense {summary['full_steps']} steps", "steps": summary["full_steps"], "flops_ratio": 1.0}
+    ci = {k[len("dense_") :]: v for k, v in (summary.get("ci") or {}).items() if k.startswith("dense_")}
+    return {**row, "name": f"dense {summary['full_steps']} steps", "steps": summary["full_steps"], "flops_ratio": 1.0,
+            "ci": ci, "vs_dense": {}}  # fmt: skip
 
 
 def table(summaries: Sequence[dict[str, Any]]) -> str:
@@ -80,20 +85,25 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     def num(value: Any, fmt: str) -> str:
         return "—" if value is None else format(value, fmt)
 
+    def ci(r: dict[str, Any], key: str, fmt: str) -> str:
+        same = stats.not_distinguishable(r.get("vs_dense"), key)
+        return stats.with_ci(r.get(key), (r.get("ci") or {}).get(key), fmt, same)
+
     def line(r: dict[str, Any]) -> str:
         attributes = " / ".join(num(r.get(f"{k}_accuracy"), ".2f") for k in ("shape", "colour", "size", "position"))
         focus = "—" if r.get("object_update_share") is None else (
             f"{r['object_update_share']:.3f} / {r['object_area_share']:.3f}"
         )  # fmt: skip
         return (
-            f"| {r['name']} | {r['steps']} | {r['flops_ratio']:.3f} | {num(r['alignment_accuracy'], '.3f')} | "
-            f"{attributes} | {num(r['fd'], '.2f')} | {num(r['sfd'], '.2f')} | {num(r.get('psnr_vs_dense'), '.2f')} | "
-            f"{num(r.get('ssim_vs_dense'), '.3f')} | {focus} |"
+            f"| {r['name']} | {r['steps']} | {r['flops_ratio']:.3f} | {ci(r, 'alignment_accuracy', '.3f')} | "
+            f"{attributes} | {ci(r, 'fd', '.2f')} | {ci(r, 'sfd', '.2f')} | {ci(r, 'psnr_vs_dense', '.2f')} | "
+            f"{ci(r, 'ssim_vs_dense', '.3f')} | {focus} |"
         )
 
     first = summaries[0]
     lines = [
         f"{first['prompt_count']} prompts; weights: {first['weights']}\n",
+        *([stats.legend() + "\n"] if any(s.get("ci") for s in summaries) else []),
         "| method | steps | FLOP ratio | alignment | shape / colour / size / position | FD | sFD | PSNR vs dense "
         "| SSIM vs dense | object update share / area |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rasfw.report import METRICS
+from rasfw.report import CI_COLUMNS, METRICS
 
 HERE = Path(__file__).resolve().parent
 ABLATIONS = ("ablation_metric", "ablation_starvation", "ablation_reset", "ablation_kv_cache",
@@ -29,7 +29,7 @@ def setting(row: dict[str, str], skip: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{k.lstrip('+')}={row[k]}" for k in keys if row[k] != "") or "—"
 
 
-METRIC_COLUMNS = set(METRICS)  # the columns the report writes beside the swept keys
+METRIC_COLUMNS = {*METRICS, *CI_COLUMNS}  # the columns the report writes beside the swept keys
 HEADER = "| {first} | steps | FLOPs / dense | speed-up | alignment | FD | PSNR vs dense (dB) |\n| --- | --- | --- | --- | --- | --- | --- |"
 
 

@@ -71,6 +71,27 @@ def test_the_summary_records_the_resolved_settings_and_the_overrides(tmp_path):
     assert s["speedup"] is None and s["speedup_note"] == "timing.repeats=0: not timed"
 
 
+def test_the_summary_records_per_prompt_values_features_and_intervals(tmp_path):
+    from rasfw import stats
+
+    s = run(tmp_path, "a", "timing.repeats=0")
+    per_prompt = s["per_prompt"]
+    assert per_prompt["seeds"] == [0, 0, 2, 2]  # eval.batch=2: a prompt's seed is its call's
+    assert {len(v) for v in per_prompt.values()} == {4} and set(per_prompt["alignment_accuracy"]) <= {0, 1}
+    for metric in ("alignment_accuracy", "dense_alignment_accuracy", "psnr_vs_dense", "ssim_vs_dense"):
+        assert sum(per_prompt[metric]) / 4 == pytest.approx(s[metric], rel=1e-6), metric
+    assert set(s["ci"]) == set(stats.METRICS) and set(s["vs_dense"]) == {"alignment_accuracy", "fd", "sfd"}
+    for metric, (low, high) in s["ci"].items():
+        assert low - 1e-6 <= s[metric] <= high + 1e-6, metric
+    sample = stats.load(tmp_path / "a")  # summary.json and eval_features.npz
+    assert s["eval_features"] == "eval_features.npz" and sample.features["fd"].shape == (4, 128)
+    for metric in ("fd", "dense_fd", "sfd", "dense_sfd"):
+        assert stats.frechet(sample.features[metric], sample.features[f"{metric.removeprefix('dense_')}_reference"]) == (
+            pytest.approx(s[metric], rel=1e-5)
+        )  # fmt: skip
+    assert stats.annotate(s, sample.features)["ci"] == s["ci"]  # recomputed from the files: the same
+
+
 def test_the_dense_baseline_is_computed_once_and_read_from_the_cache(tmp_path):
     cache = tmp_path / "baselines"
     first = run(tmp_path, "a", f"eval.baseline_cache={cache}", "timing.repeats=0")
@@ -166,6 +187,7 @@ def test_a_sweep_ends_in_results_and_the_report_rebuilds_them(tmp_path, capsys):
     assert [r["metric"] for r in rows] == ["std_noise", "random"] and all(r["method"] == "RAS" for r in rows)
     assert all(float(r["flops_ratio"]) < 1 and r["alignment_accuracy"] for r in rows)
     assert "| job | metric | method |" in (sweep / "results.md").read_text()
+    assert "[low, high]: 95 % confidence interval" in (sweep / "results.md").read_text() and rows[0]["fd_ci_low"]
     for name in ("pareto_flops", "ablation"):
         assert (sweep / f"{name}.png").stat().st_size > 0 and (sweep / f"{name}.csv").is_file()
     assert not (sweep / "pareto_time.png").exists()  # no timing: no time plane

@@ -4,18 +4,21 @@ from rasfw.embedded.eval.classifier import AttributeClassifier, load_evaluator, 
 from rasfw.embedded.eval.metrics import (
     alignment_accuracy,
     attribute_accuracy,
+    attribute_hits,
     fd,
     frechet_distance,
     object_update_share,
     psnr,
     sfd,
     ssim,
+    ssim_per_image,
 )
 
 __all__ = [
     "AttributeClassifier",
     "alignment_accuracy",
     "attribute_accuracy",
+    "attribute_hits",
     "fd",
     "frechet_distance",
     "load_evaluator",
@@ -23,5 +26,6 @@ __all__ = [
     "psnr",
     "sfd",
     "ssim",
+    "ssim_per_image",
     "train_classifier",
 ]

@@ -15,11 +15,13 @@ from rasfw.embedded.data import ATTRIBUTES
 __all__ = [
     "alignment_accuracy",
     "attribute_accuracy",
+    "attribute_hits",
     "frechet_distance",
     "fd",
     "sfd",
     "psnr",
     "ssim",
+    "ssim_per_image",
     "object_update_share",
 ]
 
@@ -40,11 +42,20 @@ def alignment_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor]
 
 def attribute_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> dict[str, float]:
     """Per attribute, the share of images whose prediction matches the prompt; "all" for all four at once."""
+    return {k: float(v.float().mean()) for k, v in attribute_hits(images, attributes, evaluator).items()}
+
+
+def attribute_hits(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> dict[str, torch.Tensor]:
+    """Per image, whether the prediction matches the prompt: bool `(B,)` per attribute, and "all" for all four.
+
+    Args:
+        images: `(B, 3, H, W)` in [0, 1].
+        attributes: the prompts' attribute indices, `(B,)` per attribute.
+        evaluator: the attribute classifier (None: the shipped one).
+    """
     preds = _evaluator(evaluator).predict(images)
-    hits = {k: preds[k] == torch.as_tensor(attributes[k]).cpu() for k in ATTRIBUTES}
-    result = {k: float(v.float().mean()) for k, v in hits.items()}
-    result["all"] = float(torch.stack(list(hits.values())).all(0).float().mean())
-    return result
+    hits = {k: preds[k] == torch.as_tensor(attributes[k]).cpu() for k in ATTRIBUTES}  # each (B,)
+    return {**hits, "all": torch.stack(list(hits.values())).all(0)}  # (B,)
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -92,6 +103,23 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
     """Mean structural similarity (Wang et al. 2004; Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03)."""
+    return float(_ssim_map(a, b, window, sigma).mean())
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image mean structural similarity, float64 `(B,)` (their mean is `ssim`, the images being one size).
+
+    Args:
+        a: `(B, 3, H, W)` or `(3, H, W)` images in [0, 1].
+        b: images of the same shape.
+        window: side of the Gaussian window (at most the image's side).
+        sigma: the window's standard deviation.
+    """
+    return _ssim_map(a, b, window, sigma).flatten(1).mean(1)  # (B,)
+
+
+def _ssim_map(a: torch.Tensor, b: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """The SSIM map `(B, C, H - window + 1, W - window + 1)`, float64."""
     a, b = _batch(a).double(), _batch(b).double()
     c = a.shape[1]
     window = min(window, a.shape[-1], a.shape[-2])
@@ -105,8 +133,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s.mean())
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
 def object_update_share(update_counts: torch.Tensor, masks: torch.Tensor, patch: int) -> dict[str, float]:
