@@ -7,8 +7,9 @@ whole generations with the denoising loop of its diffusers pipeline. For each ex
 (`apply_ras` with a `DenseSampler`), then RAS for each ratio and each `kv_dtypes` entry. Every
 configuration is attached once, run once untimed (compilation, graph capture and allocator warm-up are
 never timed; on a CPU in eager mode one 1-step call per mode is enough), then timed `repeats` times;
-the median is reported. Configurations run one after the other, not interleaved: compiled and captured
-graphs live with one `apply_ras` attachment.
+the median is reported. Configurations run one after the other, not interleaved: captured graphs live
+with one `apply_ras` attachment (compiled ones stay in torch's compile cache, so a later configuration
+builds, and counts, only the graphs of its new call shapes).
 
 Each row of `bench.json` reports:
 

@@ -13,3 +13,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def empty_compile_cache():
+    """Each test starts with dynamo's compile cache empty: compiled graphs outlive `remove_ras` (a later
+    attachment with the same shapes reuses them and counts none), so one test's graphs would change the
+    graph counts another test asserts."""
+    yield
+    torch._dynamo.reset()

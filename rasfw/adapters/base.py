@@ -15,6 +15,8 @@ the call (outside any compiled or captured graph), and each hook reads the call'
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,10 +49,44 @@ class Hooked:
 
 
 def attach_hook(module: torch.nn.Module, hook: ModelHook) -> Hooked:
-    """Register `hook` on `module` under `HOOK_NAME` (diffusers refuses a duplicate name)."""
+    """Register `hook` on `module` under `HOOK_NAME` (diffusers refuses a duplicate name).
+
+    The module's new `forward` is a plain function (`_compile_stable`), so compiled graphs survive a
+    `remove_ras` / `apply_ras` cycle.
+
+    Args:
+        module: the module to hook.
+        hook: the hook; its `pre_forward` / `post_forward` (or `new_forward`) run at every call.
+    """
     hooked = Hooked(module, not hasattr(module, "_diffusers_hook"), vars(module).get("forward", _MISSING))
     HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, HOOK_NAME)
+    module.forward = _compile_stable(module.forward)
     return hooked
+
+
+def _compile_stable(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """diffusers' hooked `forward`, a `functools.partial(new_forward, module)`, as an equivalent plain function.
+
+    `torch.compile` guards a module's instance-level `forward` by identity when it is a partial (and drops the
+    graphs compiled through it when that partial is freed), but by its code object when it is a function. Each
+    `register_hook` builds a new partial, so every re-attachment (the CLI's timed runs attach RAS once per run)
+    recompiled every graph; the function's code is the same at every attachment, so its graphs are reused.
+
+    Args:
+        forward: the module's `forward` after `HookRegistry.register_hook`.
+
+    Returns:
+        A function that calls `forward`'s function with its bound arguments, with its name, docstring and
+        `__wrapped__` (signature) as diffusers set them; `forward` itself if it is not a partial.
+    """
+    if not isinstance(forward, functools.partial):
+        return forward
+    function, bound, keywords = forward.func, forward.args, forward.keywords
+
+    def hooked_forward(*args: Any, **kwargs: Any) -> Any:
+        return function(*bound, *args, **keywords, **kwargs)
+
+    return functools.update_wrapper(hooked_forward, forward)
 
 
 def detach_hook(hooked: Hooked) -> None:

@@ -15,14 +15,18 @@ class CompiledExecution(Executor):
     """One compiled graph per distinct call shape; no graph breaks (`fullgraph=True`).
 
     Shapes are static (`dynamic=False`): each shape key (dense, capture, RAS with its active count, per
-    batch and resolution) gets its own graph, and a later generation with the same settings reuses them.
-    `graphs` counts the graphs the compiler backend was handed; it is counted, not timed.
+    batch and resolution) gets its own graph, and a later generation with the same settings reuses them,
+    in this attachment or a later one (`remove_ras` then `apply_ras`, as the CLI's timed runs do): the graphs
+    live in torch's compile cache for the process, as every `torch.compile`'s do. `graphs` counts the graphs
+    dynamo built for this executor, recompiles included (each is handed to the backend once); a graph an
+    earlier attachment built is reused and not counted again.
 
     Args:
         backend: a `torch.compile` backend name ("inductor", "aot_eager", "eager", ...).
         mode: a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) or None.
-        recompile_limit: graphs allowed per transformer (one per distinct call shape); a schedule with many
-            active counts (a linear ramp) needs more than torch's default of 8.
+        recompile_limit: graphs allowed per transformer forward, all attachments in the process together (one per
+            distinct call shape and setting); a schedule with many active counts (a linear ramp) needs more than
+            torch's default of 8.
     """
 
     name = "compile"
@@ -66,19 +70,41 @@ class CompiledExecution(Executor):
     def describe(self):
         return {**super().describe(), "compile_backend": self.backend, "compile_mode": self.mode}
 
-    def _counting(self):
-        """The chosen backend, wrapped to count the graphs it compiles."""
+    def _counting(self) -> _CountingBackend:
+        """The chosen backend, wrapped to count the graphs it compiles into `graphs`."""
+        return _CountingBackend(self.backend, self.mode, self)
+
+
+class _CountingBackend:
+    """A `torch.compile` backend that compiles with `backend` (and `mode`) and counts every graph it is handed.
+
+    Dynamo calls its backend once per graph it builds, first compile and recompiles alike (`fullgraph=True`:
+    one graph per frame), so `executor.graphs` is what dynamo really built for that executor. Two instances
+    with the same backend and mode are equal: dynamo reuses a graph only for a backend equal to the one it was
+    compiled with, so a later `apply_ras` (a new executor) with the same settings runs the graphs already built
+    and counts none.
+
+    Args:
+        backend: a `torch.compile` backend name.
+        mode: a `torch.compile` mode of the inductor backend, or None.
+        executor: the executor whose `graphs` it counts.
+    """
+
+    def __init__(self, backend: str, mode: str | None, executor: Executor) -> None:
+        self.backend, self.mode, self.executor = backend, mode, executor
+
+    def __call__(self, graph_module: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        self.executor.graphs += 1
+        if self.mode is not None:
+            from torch._inductor.compile_fx import compile_fx
+
+            return compile_fx(graph_module, example_inputs, config_patches=torch._inductor.list_mode_options(self.mode))
         from torch._dynamo import lookup_backend
 
-        inner = lookup_backend(self.backend)
-        mode = self.mode
+        return lookup_backend(self.backend)(graph_module, example_inputs)
 
-        def backend(graph_module, example_inputs):
-            self.graphs += 1
-            if mode is not None and self.backend == "inductor":
-                from torch._inductor.compile_fx import compile_fx
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _CountingBackend) and (self.backend, self.mode) == (other.backend, other.mode)
 
-                return compile_fx(graph_module, example_inputs, config_patches=torch._inductor.list_mode_options(mode))
-            return inner(graph_module, example_inputs)
-
-        return backend
+    def __hash__(self) -> int:
+        return hash((self.backend, self.mode))

@@ -15,6 +15,7 @@ from rasfw.execution import CompiledExecution, EagerExecution, build_executor
 from rasfw.loop import sd3_denoise
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio
 from rasfw.strategies.resets import FixedReset
+from rasfw.testing.tiny import tiny_sd3_loop
 from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
 from tests.tiny_pipelines import (
     FluxCall,
@@ -194,3 +195,72 @@ def test_compile_with_a_float8_cache_equals_eager():
     remove_ras(pipe)
     apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"), execution="compile", backend="aot_eager")
     torch.testing.assert_close(generate(pipe), eager, **TOLERANCE)
+
+
+def _graphs_built() -> int:
+    """Graphs dynamo has built in this process (a private counter of torch._dynamo; tests only)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compile_builds_nothing_after_the_first_generation_nor_on_reattachment():
+    """The CLI times RAS by attaching it once per timed run: no generation after the first may recompile."""
+    pipe = tiny_sd3_loop(0)
+    apply_ras(pipe, ras())
+    eager = pipe(batch=2, steps=STEPS)
+    remove_ras(pipe)
+    before = _graphs_built()
+    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    first = pipe(batch=2, steps=STEPS)
+    executor = ras_execution(pipe)
+    assert executor.graphs == _graphs_built() - before == len(executor.keys) == 3  # what dynamo really built
+    with torch.compiler.set_stance("fail_on_recompile"):  # any recompile is an error
+        outputs = [pipe(batch=2, steps=STEPS), pipe(batch=2, steps=STEPS)]
+        remove_ras(pipe)
+        apply_ras(pipe, ras(), execution="compile", backend="aot_eager")  # a new executor: the same graphs
+        outputs.append(pipe(batch=2, steps=STEPS))
+    assert ras_execution(pipe).graphs == 0 and _graphs_built() - before == 3
+    remove_ras(pipe)
+    torch.testing.assert_close(first, eager, **TOLERANCE)
+    assert all(torch.equal(output, first) for output in outputs)
+    assert "forward" not in vars(pipe.transformer.pos_embed)  # removal still restores the modules exactly
+
+
+def test_compile_counts_the_graphs_a_new_setting_adds():
+    """A second attachment with another ratio builds (and counts) only its new RAS call shape."""
+    pipe = tiny_sd3_loop(0)
+    before = _graphs_built()
+    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    pipe(batch=1, steps=STEPS)
+    remove_ras(pipe)
+    sampler = RegionAdaptiveSampler(ratio=ConstantRatio(0.5, 2), reset=FixedReset([5]))
+    apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+    pipe(batch=1, steps=STEPS)
+    assert ras_execution(pipe).graphs == 1 and _graphs_built() - before == 4
+    remove_ras(pipe)
+
+
+def test_compile_on_the_embedded_pipeline_builds_nothing_after_the_first_generation():
+    """The embedded model, called as the CLI calls it: later generations and re-attachments reuse every graph."""
+    from rasfw.embedded.models import load_pipeline
+
+    pipe = load_pipeline()
+    sampler = RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([4]))
+
+    def generate() -> torch.Tensor:
+        return pipe("a small red circle at the top left", num_inference_steps=6, output_type="pt", progress=False,
+                    generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+
+    before = _graphs_built()
+    apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+    first = generate()
+    assert ras_execution(pipe).graphs == _graphs_built() - before == 3
+    with torch.compiler.set_stance("fail_on_recompile"):
+        outputs = [generate(), generate()]
+        remove_ras(pipe)
+        apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+        outputs.append(generate())
+    assert ras_execution(pipe).graphs == 0 and _graphs_built() - before == 3
+    remove_ras(pipe)
+    assert all(torch.equal(output, first) for output in outputs)
