@@ -120,7 +120,7 @@ class Stateful(RatioSchedule):
     ("schedule", "message"),
     [
         (NoWarmup, "during the schedule's warm-up of 4 steps"),
-        (ScaledNoWarmup, r"ratio\(step=1, num_steps=8, num_tokens=12\) returned 0.5 during the schedule's warm-up of 2 steps"),
+        (ScaledNoWarmup, r"ratio\(step=1, num_steps=28, num_tokens=12\) returned 0.5 during the schedule's warm-up of 4 steps"),
         (Zero, r"returned 0.0; ratios must lie in \(0, 1\]"),
         (Stateful, "depends on the order it is called in"),
     ],
