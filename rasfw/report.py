@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,8 @@ def _label(row: dict[str, Any], swept: list[str]) -> str:
 
 
 def _short(label: str) -> str:
-    return label.replace("pareto_point=", "")
+    """A plot label without the name of a point group (`pareto_point=ras_025` -> `ras_025`)."""
+    return re.sub(r"\b\w+_point=", "", label)
 
 
 def _errors(rows: list[dict[str, Any]], metric: str) -> list[list[float]] | None:
