@@ -25,6 +25,9 @@ _ATTR = "_rasfw_attachment"
 _MISSING = object()
 
 
+_SCHEDULER_METHODS = ("set_timesteps", "set_begin_index", "step")
+"""Scheduler methods `apply_ras` wraps per instance (`set_begin_index` where the scheduler has one)."""
+
 TRANSFORMERS = ("transformer", "transformer_2")
 """Pipeline attributes that hold a transformer RAS drives (Wan 2.2 switches to `transformer_2` at a boundary)."""
 
@@ -47,7 +50,7 @@ class _Attachment:
     sampler: RegionAdaptiveSampler
     backend: TokenBackend
     state: RegionState
-    scheduler_attrs: dict[str, Any]  # instance attributes `set_timesteps` / `step` had before (or _MISSING)
+    scheduler_attrs: dict[str, Any]  # instance attributes the wrapped scheduler methods had before (or _MISSING)
 
 
 def apply_ras(
@@ -131,13 +134,15 @@ def apply_ras(
     except BaseException:  # the second transformer was refused: leave the first as it was
         _detach(parts)
         raise
-    saved = {name: vars(scheduler).get(name, _MISSING) for name in ("set_timesteps", "step")}
+    saved = {name: vars(scheduler).get(name, _MISSING) for name in _SCHEDULER_METHODS if hasattr(scheduler, name)}
     _wrap_scheduler(scheduler, sampler, adapters["transformer"], state)
     object.__setattr__(pipe, _ATTR, _Attachment(parts, scheduler, sampler, backend, state, saved))
     return state
 
 
 def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: ModelAdapter, state: RegionState) -> None:
+    """Instance-level wrappers of the scheduler's `set_timesteps`, `set_begin_index` (where it has one) and
+    `step`, each marked `_rasfw` so that `remove_ras` can tell they are still its own."""
     original_set_timesteps, original_step = scheduler.set_timesteps, scheduler.step
 
     @functools.wraps(original_set_timesteps)  # pipelines inspect its signature (FluxPipeline: sigmas=)
@@ -145,6 +150,21 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
         result = original_set_timesteps(*args, **kwargs)
         sampler.begin(state, len(scheduler.timesteps))
         return result
+
+    wrappers = {"set_timesteps": set_timesteps}
+    if hasattr(scheduler, "set_begin_index"):
+        original_set_begin_index = scheduler.set_begin_index
+
+        @functools.wraps(original_set_begin_index)
+        def set_begin_index(begin_index: int = 0, *args, **kwargs):
+            """img2img (`strength`) and inpainting pipelines start at `begin_index` of the timesteps: the generation
+            then has `len(timesteps) - begin_index` steps, and the RAS schedule is planned over those."""
+            result = original_set_begin_index(begin_index, *args, **kwargs)
+            if state.step == 0 and state.skips is None:  # before the first transformer call of the generation
+                sampler.begin(state, len(scheduler.timesteps) - int(begin_index))
+            return result
+
+        wrappers["set_begin_index"] = set_begin_index
 
     @functools.wraps(original_step)
     def step(*args, **kwargs):
@@ -162,8 +182,27 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
             callback(state)
         return original_step(*args, **kwargs)
 
-    step._rasfw = True
-    scheduler.set_timesteps, scheduler.step = set_timesteps, step
+    wrappers["step"] = step
+    for name, wrapper in wrappers.items():
+        wrapper._rasfw = True
+        setattr(scheduler, name, wrapper)
+
+
+def _check_removable(attachment: _Attachment) -> None:
+    """Refuse, before anything is changed, to restore what someone replaced after `apply_ras`."""
+    for name in attachment.scheduler_attrs:
+        current = vars(attachment.scheduler).get(name)
+        if not getattr(current, "_rasfw", False):
+            raise ValueError(
+                f"remove_ras: scheduler.{name} was replaced after apply_ras (now {_describe(current)}); put rasfw's "
+                "back or remove that wrapper first; nothing was removed"
+            )
+    for part in attachment.parts:
+        part.adapter.check_removable(part.transformer)
+
+
+def _describe(value: Any) -> str:
+    return "the class's own method" if value is None else getattr(value, "__qualname__", type(value).__name__)
 
 
 def remove_ras(pipe: Any) -> None:
@@ -176,6 +215,7 @@ def remove_ras(pipe: Any) -> None:
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline; nothing to remove")
     scheduler = attachment.scheduler
+    _check_removable(attachment)
     _detach(attachment.parts)
     for name, value in attachment.scheduler_attrs.items():
         if value is _MISSING:

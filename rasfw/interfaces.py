@@ -207,6 +207,10 @@ class ModelAdapter(ABC):
     def remove(self, model: torch.nn.Module) -> None:
         """Undo `install`, restoring the original modules and forwards exactly."""
 
+    def check_removable(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
+        """Raise `ValueError` (one line) if `remove` would put back objects over something replaced since
+        `install` (another library's attention processor, say); `remove_ras` asks every adapter first."""
+
     @abstractmethod
     def grid(self, latents: torch.Tensor) -> TokenGrid:
         """The token grid of a latent as the scheduler sees it."""

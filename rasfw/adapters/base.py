@@ -271,6 +271,16 @@ class ProjectionCacheAdapter(ModelAdapter):
             attention.set_processor(processor)
             self._processors.append((attention, processor))
 
+    def check_removable(self, model: torch.nn.Module) -> None:
+        names = {id(m): name for name, m in model.named_modules()}
+        for attention, processor in self._processors:
+            if attention.processor is not processor:
+                raise ValueError(
+                    f"remove_ras: the attention processor of {names.get(id(attention), type(attention).__name__)} was "
+                    f"replaced after apply_ras (now {type(attention.processor).__name__}); set rasfw's back or undo "
+                    "that change first; nothing was removed"
+                )
+
     def remove(self, model: torch.nn.Module) -> None:
         for attention, processor in self._processors:
             attention.set_processor(processor.original)
