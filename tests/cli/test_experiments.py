@@ -200,6 +200,7 @@ def test_a_sweep_ends_in_results_and_the_report_rebuilds_them(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two subprocesses with their own imports
 def test_the_joblib_launcher_runs_a_two_job_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(
@@ -214,6 +215,7 @@ def test_the_joblib_launcher_runs_a_two_job_sweep(tmp_path):
     assert sorted(r["sampler.kv_cache"].lower() for r in rows) == ["false", "true"]
 
 
+@pytest.mark.slow  # three subprocesses with their own imports
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
 def test_two_torchrun_processes_merge_into_the_single_process_summary(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
