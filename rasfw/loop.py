@@ -8,6 +8,7 @@ through it, so the hooks see exactly the calls a diffusers pipeline makes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ def sd3_denoise(
     pooled: torch.Tensor,
     guidance_scale: float,
     progress: bool | str = False,
+    step_end: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Run every step of `scheduler.timesteps` (set them first) from `latents`; return the final latents.
 
@@ -36,10 +38,14 @@ def sd3_denoise(
         pooled: `(2B, P)` or `(B, P)` pooled text embeddings, in the same order.
         guidance_scale: classifier-free guidance scale; at most 1 means no guidance (one row per image).
         progress: show a progress bar; a string is its label.
+        step_end: called after each `scheduler.step` as `step_end(step, t, tensors)`, where `tensors` holds
+            "latents", "prompt_embeds" (`context`) and "pooled_prompt_embeds" (`pooled`); it returns a dict of
+            the same three, the given tensors or replacements, which the next steps use (as diffusers'
+            `callback_on_step_end` may replace them).
     """
     guidance = guidance_scale > 1
     label = progress if isinstance(progress, str) else None
-    for t in tqdm(scheduler.timesteps, disable=not progress, desc=label):
+    for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=label)):
         x = torch.cat([latents] * 2) if guidance else latents  # (Bt, C, H, W)
         with _cache_context(transformer, "cond_uncond" if guidance else "cond"):  # one call, both halves
             out = transformer(
@@ -53,6 +59,9 @@ def sd3_denoise(
             uncond, cond = out.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)
         latents = scheduler.step(out, t, latents, return_dict=False)[0]
+        if step_end is not None:
+            tensors = step_end(i, t, {"latents": latents, "prompt_embeds": context, "pooled_prompt_embeds": pooled})
+            latents, context, pooled = tensors["latents"], tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
     return latents
 
 
