@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw import job, stats, viz
+from rasfw import _compat, job, stats, viz
 from rasfw.build import build, plain
 from rasfw.compare import psnr, psnr_per_image
 from rasfw.flops import count_flops
@@ -649,10 +649,8 @@ def _add_search_paths(args: list[str], overrides: list[str], paths: list[str]) -
 def _overrides(args: list[str]) -> tuple[list[str], bool]:
     """The overrides among `args` (Hydra's own argument parser splits them from flags), and whether
     `args` only ask for help (`--help`, `--hydra-help`), which needs no check."""
-    from hydra._internal.utils import get_args_parser
-
     try:
-        parsed = get_args_parser().parse_args(args)
+        parsed = _compat.hydra_args_parser().parse_args(args)
     except SystemExit:  # argparse printed its own one-line usage error
         sys.exit(EXIT_USAGE)
     return list(parsed.overrides), bool(parsed.help or parsed.hydra_help)
@@ -750,12 +748,7 @@ def _config_sweeps(cfg: DictConfig, given: set[str]) -> list:
 def _parser():
     """Hydra's override parser with a config loader, so sweeps over groups (`glob(*)`) list their options
     as Hydra's sweeper does."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://rasfw.conf"))
-    return OverridesParser.create(config_loader=loader)
+    return _compat.hydra_overrides_parser("rasfw.conf")
 
 
 def _check_sweep(kept: list[str], sweeps: list) -> None:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 
+from rasfw._compat import diffusers_hook_state
 from rasfw.backends.base import TokenBackend
 from rasfw.execution.base import Executor, call_key
 from rasfw.interfaces import ModelAdapter
@@ -37,6 +37,7 @@ HOOK_NAME = "rasfw"
 
 
 _MISSING = object()
+BaseState, StateManager = diffusers_hook_state()
 
 
 @dataclass

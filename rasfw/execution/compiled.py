@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from rasfw._compat import compile_backend, compile_backends, inductor_modes, recompile_limit
 from rasfw.execution.base import Executor
 from rasfw.registry import register
 
@@ -36,9 +37,7 @@ class CompiledExecution(Executor):
         if not isinstance(backend, str) or not backend:
             raise ValueError(f"execution.backend must be a torch.compile backend name; got {backend!r}")
         if mode is not None:
-            from torch._inductor import list_mode_options
-
-            modes = list(list_mode_options())
+            modes = inductor_modes()
             if mode not in modes:
                 raise ValueError(f"execution.mode must be null or one of {', '.join(modes)}; got {mode!r}")
             if backend != "inductor":
@@ -50,10 +49,8 @@ class CompiledExecution(Executor):
         self._forward: Any = None
 
     def check(self, device: torch.device) -> None:
-        from torch._dynamo import list_backends
-
-        if self.backend not in list_backends(exclude_tags=()):
-            known = ", ".join(list_backends())
+        if self.backend not in compile_backends(all_tags=True):
+            known = ", ".join(compile_backends())
             raise ValueError(f"execution.backend: unknown torch.compile backend '{self.backend}'; available: {known}")
 
     def run(self, forward, key, args, kwargs):
@@ -61,7 +58,7 @@ class CompiledExecution(Executor):
             self._forward = forward
             self._compiled = torch.compile(forward, fullgraph=True, dynamic=False, backend=self._counting())
         self.keys.add(key)
-        with torch._dynamo.config.patch(recompile_limit=self.recompile_limit, accumulated_recompile_limit=4 * self.recompile_limit):
+        with recompile_limit(self.recompile_limit):
             return self._compiled(*args, **kwargs)
 
     def release(self) -> None:
@@ -95,13 +92,7 @@ class _CountingBackend:
 
     def __call__(self, graph_module: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
         self.executor.graphs += 1
-        if self.mode is not None:
-            from torch._inductor.compile_fx import compile_fx
-
-            return compile_fx(graph_module, example_inputs, config_patches=torch._inductor.list_mode_options(self.mode))
-        from torch._dynamo import lookup_backend
-
-        return lookup_backend(self.backend)(graph_module, example_inputs)
+        return compile_backend(self.backend, self.mode)(graph_module, example_inputs)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _CountingBackend) and (self.backend, self.mode) == (other.backend, other.mode)

@@ -1,0 +1,81 @@
+"""Every private API of another library rasfw uses, in one place.
+
+Each function here wraps one non-public name of Hydra, diffusers or torch, so that a release that moves it
+breaks one small function (and its test) rather than code spread over the package. Nothing here holds state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+# -- Hydra --------------------------------------------------------------------------------------------
+
+
+def hydra_args_parser() -> Any:
+    """Hydra's own command-line parser (`hydra._internal.utils.get_args_parser`): splits overrides from flags."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser()
+
+
+def hydra_overrides_parser(config_module: str) -> Any:
+    """Hydra's override parser with a config loader over `pkg://<config_module>`, so sweeps over groups
+    (`glob(*)`) list their options as Hydra's sweeper does (`hydra._internal.config_loader_impl`)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(f"pkg://{config_module}"))
+    return OverridesParser.create(config_loader=loader)
+
+
+# -- diffusers ----------------------------------------------------------------------------------------
+
+
+def diffusers_hook_state() -> tuple[type, type]:
+    """`(BaseState, StateManager)` of `diffusers.hooks.hooks`: how a stateful hook receives the cache context."""
+    from diffusers.hooks.hooks import BaseState, StateManager
+
+    return BaseState, StateManager
+
+
+# -- torch.compile ------------------------------------------------------------------------------------
+
+
+def inductor_modes() -> list[str]:
+    """The `torch.compile` modes of the inductor backend (`torch._inductor.list_mode_options`)."""
+    from torch._inductor import list_mode_options
+
+    return list(list_mode_options())
+
+
+def compile_backends(all_tags: bool = False) -> list[str]:
+    """Registered `torch.compile` backend names (`torch._dynamo.list_backends`); `all_tags`: debug ones too."""
+    from torch._dynamo import list_backends
+
+    return list(list_backends(exclude_tags=())) if all_tags else list(list_backends())
+
+
+def compile_backend(name: str, mode: str | None) -> Callable[[Any, list[Any]], Any]:
+    """The compiler function of backend `name` (with an inductor `mode`, inductor's `compile_fx` with that
+    mode's options), as dynamo calls it: `(graph_module, example_inputs) -> callable`."""
+    if mode is not None:
+        import torch._inductor
+        from torch._inductor.compile_fx import compile_fx
+
+        options = torch._inductor.list_mode_options(mode)
+        return lambda graph, inputs: compile_fx(graph, inputs, config_patches=options)
+    from torch._dynamo import lookup_backend
+
+    return lookup_backend(name)
+
+
+@contextlib.contextmanager
+def recompile_limit(limit: int) -> Iterator[None]:
+    """Dynamo's recompile limits for the calls inside (`torch._dynamo.config.patch`): `limit` graphs per frame."""
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(recompile_limit=limit, accumulated_recompile_limit=4 * limit):
+        yield
