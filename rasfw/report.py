@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -184,13 +183,10 @@ def _markdown_cell(row: dict[str, Any], column: str) -> str:
 
 
 def _label(row: dict[str, Any], swept: list[str]) -> str:
-    parts = [f"{k.rsplit('.', 1)[-1] if '.' in k else k}={row[k]}" for k in swept if row.get(k) not in (None, "")]
+    """`value=0.25, taylor1`: the swept values, each under its last key part; a point group's file name alone."""
+    parts = [str(row[k]) if k.endswith("_point") else f"{k.rsplit('.', 1)[-1]}={row[k]}"
+             for k in swept if row.get(k) not in (None, "")]  # fmt: skip
     return ", ".join(parts) or row["job"]
-
-
-def _short(label: str) -> str:
-    """A plot label without the name of a point group (`pareto_point=ras_025` -> `ras_025`)."""
-    return re.sub(r"\b\w+_point=", "", label)
 
 
 def _errors(rows: list[dict[str, Any]], metric: str) -> list[list[float]] | None:
@@ -250,7 +246,7 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> 
                 ax.errorbar([r[x] for r in mine], [r[metric] for r in mine], yerr=_errors(mine, metric), fmt="o",
                             capsize=2, elinewidth=0.8, label=method)  # fmt: skip
                 for r in mine:
-                    ax.annotate(_short(_label(r, swept)), (r[x], r[metric]), fontsize=6, alpha=0.7,
+                    ax.annotate(_label(r, swept), (r[x], r[metric]), fontsize=6, alpha=0.7,
                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
             dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
             if dense is not None:
