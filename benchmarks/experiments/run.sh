@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Reproduces docs/experiments.md: every shipped experiment on the embedded model, on 32 prompts of the
-# fixed prompt set (eval.batch=4: timing runs 4 prompts, warm-up 1, median of 3 alternating runs).
+# Reproduces docs/experiments.md: every shipped experiment on the embedded model, on $PROMPTS prompts of the
+# fixed prompt set (default 64, the experiments' own size; eval.batch=$BATCH, default 8: timing runs the first
+# 8 prompts, warm-up 1, median of 3 alternating runs).
 # One torch thread per process (OMP_NUM_THREADS=1): on a shared CPU two threads made the same run 6-12x
 # slower and its time erratic.
-# The raw outputs kept here are each sweep's results.csv/md, its plots with their data, and every job's summary.json.
+# The raw outputs kept here are each sweep's results.csv/md, its plots with their data, and every job's summary.json
+# and eval_features.npz (what `python -m rasfw.stats <job> <job>` needs to compare two jobs).
 # Usage: bash benchmarks/experiments/run.sh [experiment ...]   (from the repository root)
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PYTHON:-python}
-EXPERIMENTS=${*:-matched_flops ablation_metric ablation_starvation ablation_reset ablation_kv_cache ablation_ratio_schedule ablation_selection pareto}
+PROMPTS=${PROMPTS:-64}
+BATCH=${BATCH:-8}
+EXPERIMENTS=${*:-table2 ablation_fill matched_flops ablation_metric ablation_starvation ablation_reset ablation_kv_cache ablation_ratio_schedule ablation_selection pareto}
 for name in $EXPERIMENTS; do
   sweep=multirun/docs/$name
   rm -rf "$sweep"
-  $PY -m rasfw -m +experiment="$name" eval.prompts=32 eval.batch=4 hydra.sweep.dir="$sweep" \
+  $PY -m rasfw -m +experiment="$name" eval.prompts="$PROMPTS" eval.batch="$BATCH" hydra.sweep.dir="$sweep" \
     hydra/job_logging=none hydra/hydra_logging=none
   keep=benchmarks/experiments/$name
   rm -rf "$keep" && mkdir -p "$keep"
@@ -20,10 +24,11 @@ for name in $EXPERIMENTS; do
   for summary in "$sweep"/*/summary.json; do
     job=$(basename "$(dirname "$summary")")
     mkdir -p "$keep/$job" && cp "$summary" "$keep/$job/"
+    if [ -f "$(dirname "$summary")/eval_features.npz" ]; then cp "$(dirname "$summary")/eval_features.npz" "$keep/$job/"; fi
   done
   mkdir -p docs/img/experiments   # the plots docs/experiments.md shows
   case $name in
-    pareto) shown="pareto_flops pareto_time" ;;
+    pareto|table2) shown="pareto_flops pareto_time" ;;
     matched_flops) shown="pareto_flops" ;;
     *) shown="ablation" ;;
   esac
