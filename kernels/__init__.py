@@ -9,6 +9,23 @@ set that variable before the first import.
 
 from __future__ import annotations
 
+if __name__ == "kernels":  # pragma: no cover - exercised by tests/kernels/test_shadowing.py in a subprocess
+    # Imported under the folder's own name: the repository's root is on sys.path (`python -m rasfw` run
+    # there), and this folder hides the `kernels` distribution (transformers requires it, diffusers imports
+    # it). Hand the import on to that distribution; rasfw itself always imports this folder as rasfw.kernels.
+    import importlib as _importlib
+    import os as _os
+    import sys as _sys
+
+    _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    _saved = list(_sys.path)
+    _sys.path[:] = [p for p in _saved if _os.path.abspath(p or _os.getcwd()) != _root]
+    del _sys.modules["kernels"]
+    try:
+        _importlib.import_module("kernels")  # the distribution, now in sys.modules in this module's place
+    finally:
+        _sys.path[:] = _saved
+
 TOLERANCES = {
     "float32": (1e-5, 1e-5),
     "float16": (2e-3, 2e-3),

@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from rasfw.compare import psnr  # noqa: F401 - one PSNR for the CLI and the evaluator
-from rasfw.embedded.data import ATTRIBUTES
+
+if TYPE_CHECKING:
+    from rasfw.embedded.eval.classifier import AttributeClassifier
 
 __all__ = [
     "alignment_accuracy",
@@ -26,7 +30,7 @@ __all__ = [
 ]
 
 
-def _evaluator(evaluator):
+def _evaluator(evaluator: AttributeClassifier | None) -> AttributeClassifier:
     """The given evaluator, or the shipped one (a small CNN: loading it takes milliseconds)."""
     if evaluator is not None:
         return evaluator
@@ -35,18 +39,24 @@ def _evaluator(evaluator):
     return load_evaluator()
 
 
-def alignment_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> float:
+def alignment_accuracy(
+    images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator: AttributeClassifier | None = None
+) -> float:
     """Share of images whose predicted shape, colour, size and position all match the prompt's."""
     return attribute_accuracy(images, attributes, evaluator)["all"]
 
 
-def attribute_accuracy(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> dict[str, float]:
+def attribute_accuracy(
+    images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator: AttributeClassifier | None = None
+) -> dict[str, float]:
     """Per attribute, the share of images whose prediction matches the prompt; "all" for all four at once."""
     return {k: float(v.float().mean()) for k, v in attribute_hits(images, attributes, evaluator).items()}
 
 
-def attribute_hits(images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator=None) -> dict[str, torch.Tensor]:
-    """Per image, whether the prediction matches the prompt: bool `(B,)` per attribute, and "all" for all four.
+def attribute_hits(
+    images: torch.Tensor, attributes: dict[str, torch.Tensor], evaluator: AttributeClassifier | None = None
+) -> dict[str, torch.Tensor]:
+    """Per image, whether the prediction matches the prompt: bool `(B,)` per attribute, and "all" for all of them.
 
     Args:
         images: `(B, 3, H, W)` in [0, 1].
@@ -54,7 +64,7 @@ def attribute_hits(images: torch.Tensor, attributes: dict[str, torch.Tensor], ev
         evaluator: the attribute classifier (None: the shipped one).
     """
     preds = _evaluator(evaluator).predict(images)
-    hits = {k: preds[k] == torch.as_tensor(attributes[k]).cpu() for k in ATTRIBUTES}  # each (B,)
+    hits = {k: preds[k] == torch.as_tensor(attributes[k]).cpu() for k in attributes}  # each (B,)
     return {**hits, "all": torch.stack(list(hits.values())).all(0)}  # (B,)
 
 
@@ -78,13 +88,13 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return max(float(dist), 0.0)
 
 
-def fd(images_a: torch.Tensor, images_b: torch.Tensor, evaluator=None) -> float:
+def fd(images_a: torch.Tensor, images_b: torch.Tensor, evaluator: AttributeClassifier | None = None) -> float:
     """Frechet distance between the classifier's penultimate features of two image sets (the FID role)."""
     ev = _evaluator(evaluator)
     return frechet_distance(ev.features(images_a), ev.features(images_b))
 
 
-def sfd(images_a: torch.Tensor, images_b: torch.Tensor, evaluator=None) -> float:
+def sfd(images_a: torch.Tensor, images_b: torch.Tensor, evaluator: AttributeClassifier | None = None) -> float:
     """Frechet distance on spatial feature maps of an intermediate conv stage (the sFID role)."""
     ev = _evaluator(evaluator)
     return frechet_distance(ev.spatial_features(images_a), ev.spatial_features(images_b))
