@@ -114,10 +114,11 @@ def write_report(folder: Path) -> list[Path]:
     recorded = [c for c in CI_COLUMNS if any(row.get(c) is not None for row in table)]
     columns = ["job", *swept, *metrics, *recorded]
     written = [_write_csv(folder / "results.csv", columns, table)]
-    (folder / "results.md").write_text(markdown(columns, table, folder.name))
+    title = sweep_title(folder, rows)
+    (folder / "results.md").write_text(markdown(columns, table, title))
     written.append(folder / "results.md")
-    written += plot_pareto(folder, table, swept)
-    written += plot_ablation(folder, table, swept)
+    written += plot_pareto(folder, table, swept, title)
+    written += plot_ablation(folder, table, swept, title)
     return written
 
 
@@ -228,44 +229,173 @@ def _pyplot():
     return plt
 
 
-def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> list[Path]:
-    """Quality against FLOP ratio (`pareto_flops.png`) and against time ratio (`pareto_time.png`), one
-    colour per method family; the dense baseline sits at (1, its quality)."""
+def experiment_name(rows: list[dict[str, Any]]) -> str | None:
+    """The experiment every job of a sweep ran (`+experiment=<name>` in its overrides), or None.
+
+    Args:
+        rows: rows of `collect` (their `overrides`).
+    """
+    names = {row["overrides"].get("experiment") for row in rows}
+    return names.pop() if len(names) == 1 else None
+
+
+def sweep_title(folder: Path, rows: list[dict[str, Any]]) -> str:
+    """How the tables and plots name a sweep: its experiment, with the folder when that is named otherwise
+    (a multirun's folder is a time of day); the folder alone when the jobs ran no one experiment.
+
+    Args:
+        folder: the sweep folder.
+        rows: rows of `collect`.
+    """
+    experiment = experiment_name(rows)
+    if experiment is None or experiment == folder.name:
+        return experiment or folder.name
+    return f"{experiment} (sweep {folder.name})"
+
+
+def _limits(values: list[float], margin: float = 0.08) -> tuple[float, float]:
+    """An axis range that shows the differences between `values`: it starts at 0 only when 0 lies within one
+    spread of the data (so values in a narrow band far from 0 fill the axis), padded by `margin` of the spread.
+
+    Args:
+        values: every value the axis must show (points, interval ends, baselines).
+        margin: padding on each side, as a share of the spread.
+    """
+    low, high = min(values), max(values)
+    spread = high - low or abs(high) * 0.1 or 1.0
+    if 0.0 <= low <= spread:
+        low = 0.0
+    elif -spread <= high <= 0.0:
+        high = 0.0
+    pad = margin * max(high - low, spread)
+    return (low if low == 0.0 else low - pad, high if high == 0.0 else high + pad)
+
+
+_LABEL_RINGS = (4, 10, 18, 28, 40, 55, 72, 92, 115, 140, 170, 200, 240)  # points from the marker to the label
+_LABEL_ANGLES = (30, -30, 90, -90, 150, -150, 0, 180, 60, -60, 120, -120, 15, -15, 45, -45, 75, -75, 105, -105, 135, -135, 165, -165)  # degrees, nearest directions first
+
+
+def _label_offsets() -> list[tuple[float, float]]:
+    """Where a point's label may go, in points from the point: rings of growing radius, first near, then far."""
+    import math
+
+    return [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a))) for r in _LABEL_RINGS for a in _LABEL_ANGLES]
+
+
+def place_labels(ax: Any, annotations: list[Any]) -> None:
+    """Move each of `ax`'s point labels to the nearest spot inside the axes where it overlaps neither an earlier
+    label nor a marker; a label moved away from its point keeps a thin line to it. Call after the figure's layout.
+
+    Greedy, in the order given: a label with no free spot takes the one where it overlaps least.
+
+    Args:
+        ax: the axes the annotations are on.
+        annotations: `ax.annotate(...)` results with `textcoords="offset points"` and an `arrow_patch`.
+    """
+    from matplotlib.text import Text
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = [_marker_box(ax, a.xy) for a in annotations]
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    for ann in annotations:
+        best = None
+        for dx, dy in _label_offsets():
+            ann.set_position((dx, dy))
+            ann.set_horizontalalignment("left" if dx > 0.5 else "right" if dx < -0.5 else "center")
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer)  # the text alone, not its line to the point
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = sum(box.overlaps(t) for t in taken) + (0 if inside else len(taken) + 1)
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy), ann.get_horizontalalignment(), box)
+            if cost == 0:
+                break
+        _, offset, align, box = best
+        ann.set_position(offset)
+        ann.set_horizontalalignment(align)
+        ann.arrow_patch.set_visible(offset[0] ** 2 + offset[1] ** 2 > 6**2)
+        taken.append(box)
+
+
+def _marker_box(ax: Any, xy: tuple[float, float], size: float = 4.0) -> Any:
+    """The display box of a marker at data point `xy`, `size` pixels each side."""
+    from matplotlib.transforms import Bbox
+
+    x, y = ax.transData.transform(xy)
+    return Bbox.from_extents(x - size, y - size, x + size, y + size)
+
+
+def pareto_figure(points: list[dict[str, Any]], swept: list[str], x: str, xlabel: str, title: str) -> Any:
+    """Quality against `x` (one panel per `QUALITY` metric), a colour per method family, 95 % intervals as
+    error bars, the dense baseline at (1, its quality), labels placed apart.
+
+    Args:
+        points: table rows with a value of `x`.
+        swept: the swept keys (the points' labels).
+        x: the column on the horizontal axis (`flops_ratio` or `time_ratio`).
+        xlabel: its axis label.
+        title: the sweep's name (`sweep_title`).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.2 * len(QUALITY), 4.4))
+    labelled = []
+    for ax, (metric, ylabel) in zip(axes, QUALITY, strict=True):
+        labelled.append((ax, _pareto_panel(ax, points, swept, x, metric)))
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    intervals = any(_errors(points, m) is not None for m, _ in QUALITY)
+    fig.suptitle(f"{title}: quality against {'FLOPs' if x == 'flops_ratio' else 'time'}"
+                 + (" (bars: 95 % CI over prompts)" if intervals else ""))  # fmt: skip
+    fig.tight_layout()
+    for ax, annotations in labelled:
+        place_labels(ax, annotations)
+    return fig
+
+
+def _pareto_panel(ax: Any, points: list[dict[str, Any]], swept: list[str], x: str, metric: str) -> list[Any]:
+    """One panel of `pareto_figure`; returns its point labels (placed later, once the layout is known)."""
+    annotations = []
+    for method in sorted({r["method"] for r in points}):
+        mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
+        ax.errorbar([r[x] for r in mine], [r[metric] for r in mine], yerr=_errors(mine, metric), fmt="o",
+                    capsize=2, elinewidth=0.8, label=method)  # fmt: skip
+        annotations += [ax.annotate(_label(r, swept), (r[x], r[metric]), xytext=(4, 4), textcoords="offset points",
+                                    fontsize=6, alpha=0.8, va="center",
+                                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3})
+                        for r in mine]  # fmt: skip
+    dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
+    if dense is not None:
+        ci = _dense_ci(points, metric)
+        ax.errorbar([1.0], [dense], yerr=None if ci is None else [[dense - ci[0]], [ci[1] - dense]], fmt="k*",
+                    markersize=12, capsize=2, elinewidth=0.8, label="dense (all steps)")  # fmt: skip
+    return annotations
+
+
+def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str], title: str | None = None) -> list[Path]:
+    """Quality against FLOP ratio (`pareto_flops.png`) and against time ratio (`pareto_time.png`) with their data
+    as CSV (see `pareto_figure`).
+
+    Args:
+        folder: the sweep folder (written into).
+        table: the report's rows.
+        swept: the swept keys.
+        title: the sweep's name; the folder's by default.
+    """
     written = []
     for x, name, xlabel in (("flops_ratio", "pareto_flops", "FLOPs / dense FLOPs"),
                             ("time_ratio", "pareto_time", "time / dense time (measured)")):  # fmt: skip
         points = [r for r in table if r.get(x) is not None]
         if not points:
             continue
-        plt = _pyplot()
-        fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.2 * len(QUALITY), 4))
-        data = []
-        for ax, (metric, ylabel) in zip(axes, QUALITY, strict=True):
-            for method in sorted({r["method"] for r in points}):
-                mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
-                ax.errorbar([r[x] for r in mine], [r[metric] for r in mine], yerr=_errors(mine, metric), fmt="o",
-                            capsize=2, elinewidth=0.8, label=method)  # fmt: skip
-                for r in mine:
-                    ax.annotate(_label(r, swept), (r[x], r[metric]), fontsize=6, alpha=0.7,
-                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
-            dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
-            if dense is not None:
-                ci = _dense_ci(points, metric)
-                ax.errorbar([1.0], [dense], yerr=None if ci is None else [[dense - ci[0]], [ci[1] - dense]], fmt="k*",
-                            markersize=12, capsize=2, elinewidth=0.8, label="dense (all steps)")  # fmt: skip
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        intervals = any(_errors(points, m) is not None for m, _ in QUALITY)
-        fig.suptitle(f"{folder.name}: quality against {'FLOPs' if x == 'flops_ratio' else 'time'}"
-                     + (" (bars: 95 % CI over prompts)" if intervals else ""))  # fmt: skip
-        fig.tight_layout()
+        fig = pareto_figure(points, swept, x, xlabel, title or folder.name)
         fig.savefig(folder / f"{name}.png", dpi=90)
-        plt.close(fig)
-        for r in points:
-            data.append({"job": r["job"], "method": r["method"], "label": _label(r, swept), x: r[x],
-                         **{m: r.get(m) for m, _ in QUALITY}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}})  # fmt: skip
+        _pyplot().close(fig)
+        data = [{"job": r["job"], "method": r["method"], "label": _label(r, swept), x: r[x],
+                 **{m: r.get(m) for m, _ in QUALITY}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}}
+                for r in points]  # fmt: skip
         ci_columns, ci_data = _ci_data(points, [m for m, _ in QUALITY])
         data = [{**d, **c} for d, c in zip(data, ci_data, strict=True)]
         columns = ["job", "method", "label", x, *(m for m, _ in QUALITY), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns]
@@ -273,33 +403,72 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> 
     return written
 
 
-def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str]) -> list[Path]:
-    """One bar chart of the sweep (`ablation.png`): quality and FLOP ratio per job, labelled by its swept values."""
-    metrics = [(m, t) for m, t in (*QUALITY, ("flops_ratio", "FLOPs / dense")) if any(r.get(m) is not None for r in table)]
+def _ablation_metrics(table: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(m, t) for m, t in (*QUALITY, ("flops_ratio", "FLOPs / dense")) if any(r.get(m) is not None for r in table)]
+
+
+def ablation_figure(table: list[dict[str, Any]], swept: list[str], title: str) -> Any:
+    """One dot chart of the sweep: a panel per metric, a row per job (labelled by its swept values), 95 %
+    intervals as error bars, the dense baseline as a dashed line in its band, each axis fitted to its values.
+
+    Args:
+        table: the report's rows (at least one with a metric of `_ablation_metrics`).
+        swept: the swept keys.
+        title: the sweep's name (`sweep_title`).
+    """
+    plt = _pyplot()
+    metrics = _ablation_metrics(table)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.38 * len(table) + 1.2), squeeze=False)
+    for ax, (metric, name) in zip(axes[0], metrics, strict=True):
+        _ablation_panel(ax, table, metric)
+        ax.set_yticks(range(len(table)), [_label(r, swept) for r in table] if ax is axes[0][0] else [""] * len(table),
+                      fontsize=8)  # fmt: skip
+        ax.set_ylim(len(table) - 0.5, -0.5)  # the first job on top
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    intervals = any(_errors(table, m) is not None for m, _ in metrics)
+    fig.suptitle(title + (" (bars: 95 % CI over prompts)" if intervals else ""))
+    fig.tight_layout()
+    return fig
+
+
+def _ablation_panel(ax: Any, table: list[dict[str, Any]], metric: str) -> None:
+    """One panel of `ablation_figure`: the jobs' values of `metric` (jobs without one are left empty)."""
+    rows = [(i, r) for i, r in enumerate(table) if r.get(metric) is not None]
+    errors = _errors([r for _, r in rows], metric)
+    ax.errorbar([r[metric] for _, r in rows], [i for i, _ in rows], xerr=errors, fmt="o", color="tab:blue", capsize=2,
+                elinewidth=0.8)  # fmt: skip
+    shown = [r[metric] for _, r in rows]
+    if errors is not None:
+        shown += [r[metric] - e for (_, r), e in zip(rows, errors[0], strict=True)]
+        shown += [r[metric] + e for (_, r), e in zip(rows, errors[1], strict=True)]
+    dense = next((r.get(f"dense_{metric}") for r in table if r.get(f"dense_{metric}") is not None), None)
+    if dense is not None:
+        ax.axvline(dense, color="k", linestyle="--", linewidth=1, label="dense")
+        ci = _dense_ci(table, metric)
+        if ci is not None:
+            ax.axvspan(ci[0], ci[1], color="k", alpha=0.1, label="dense 95 % CI")
+        shown += [dense, *(ci or ())]
+        ax.legend(fontsize=8)
+    ax.set_xlim(*_limits(shown))
+
+
+def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str], title: str | None = None) -> list[Path]:
+    """The sweep's dot chart (`ablation.png`, see `ablation_figure`) and its data (`ablation.csv`).
+
+    Args:
+        folder: the sweep folder (written into).
+        table: the report's rows.
+        swept: the swept keys.
+        title: the sweep's name; the folder's by default.
+    """
+    metrics = _ablation_metrics(table)
     if not metrics:
         return []
-    plt = _pyplot()
-    labels = [_label(r, swept) for r in table]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.38 * len(table) + 1.2), squeeze=False)
-    for ax, (metric, title) in zip(axes[0], metrics, strict=True):
-        values = [r.get(metric) if r.get(metric) is not None else 0.0 for r in table]
-        ax.barh(range(len(table)), values, color="tab:blue", xerr=_errors(table, metric), capsize=2,
-                error_kw={"elinewidth": 0.8})  # fmt: skip
-        dense = next((r.get(f"dense_{metric}") for r in table if r.get(f"dense_{metric}") is not None), None)
-        if dense is not None:
-            ax.axvline(dense, color="k", linestyle="--", linewidth=1, label="dense")
-            ci = _dense_ci(table, metric)
-            if ci is not None:
-                ax.axvspan(ci[0], ci[1], color="k", alpha=0.1, label="dense 95 % CI")
-            ax.legend(fontsize=8)
-        ax.set_yticks(range(len(table)), labels if ax is axes[0][0] else [""] * len(table), fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize=9)
-    intervals = any(_errors(table, m) is not None for m, _ in metrics)
-    fig.suptitle(folder.name + (" (bars: 95 % CI over prompts)" if intervals else ""))
-    fig.tight_layout()
+    fig = ablation_figure(table, swept, title or folder.name)
     fig.savefig(folder / "ablation.png", dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
+    labels = [_label(r, swept) for r in table]
     ci_columns, ci_data = _ci_data(table, [m for m, _ in QUALITY])
     columns = ["job", "label", *(m for m, _ in metrics), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns]
     data = [{"job": r["job"], "label": lab, **{m: r.get(m) for m, _ in metrics}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}, **c}
