@@ -8,17 +8,25 @@ names a callable taking no argument; importing its module registers the plugin's
 ``@register``) and calling it returns the plugin's Hydra config search path (for example
 ``"pkg://my_plugin.conf"``) or ``None``. Plugins are loaded lazily: when an unknown name is looked up,
 or when the CLI starts.
+
+A strategy needs no config file to be usable by name: once the plugins are loaded, the process-wide
+registry gives every registered strategy that has no `<kind>/<name>.yaml` in rasfw's or a plugin's config
+folder a config built from its constructor's defaults (`metric=<name>` builds it as `Class()` would).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import metadata, resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 ENTRY_POINT_GROUP = "rasfw.plugins"
+CONFIG_PATH = "pkg://rasfw.conf"
+"""rasfw's own config folder, as a Hydra search path."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,24 @@ T = TypeVar("T")
 
 
 class Registry:
-    """One name -> class table per strategy kind, with lazy plugin discovery."""
+    """One name -> class table per strategy kind, with lazy plugin discovery.
 
-    def __init__(self, kinds: Iterable[str] = tuple(KINDS), entry_point_group: str = ENTRY_POINT_GROUP) -> None:
+    Args:
+        kinds: the kinds it files classes under.
+        entry_point_group: the entry-point group its plugins are found in.
+        default_configs: when the plugins are loaded, file a config in Hydra's `ConfigStore` for every strategy
+            registered without a config file (see `default_configs`); only the process-wide `REGISTRY` does,
+            as the store is process-wide too.
+    """
+
+    def __init__(
+        self, kinds: Iterable[str] = tuple(KINDS), entry_point_group: str = ENTRY_POINT_GROUP, default_configs: bool = False
+    ) -> None:
         self._tables: dict[str, dict[str, type]] = {kind: {} for kind in kinds}
         self._entry_point_group = entry_point_group
         self._plugins_loaded = False
         self._search_paths: list[str] = []
+        self._default_configs = default_configs
 
     def register(self, kind: str, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator that files the class under `kind`/`name`.
@@ -140,7 +159,24 @@ class Registry:
                 path = setup() if callable(setup) else None
                 if path:
                     self._search_paths.append(str(path))
+            if self._default_configs:
+                _store(self.default_configs())
         return list(self._search_paths)
+
+    def default_configs(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Configs for the registered strategies that ship none: `{(kind, name): {"_target_": ..., **defaults}}`.
+
+        A strategy has a config when `<kind>/<name>.yaml` is in rasfw's config folder or in a loaded plugin's.
+        The config holds the constructor's parameters that have plain defaults (numbers, strings, booleans,
+        None, lists of those), so `metric=<name> metric.<parameter>=<value>` works as with a YAML file.
+        """
+        folders = [_folder(path) for path in (CONFIG_PATH, *self.load_plugins())]
+        return {
+            (kind, name): {"_target_": _qualname(cls), **_plain_defaults(cls)}
+            for kind in STRATEGY_KINDS if kind in self._tables
+            for name, cls in self.items(kind)
+            if not any(folder is not None and (folder / kind / f"{name}.yaml").is_file() for folder in folders)
+        }  # fmt: skip
 
     def _load_lazy(self, kind: str) -> None:
         module = KINDS[kind].lazy if kind in KINDS else None
@@ -157,6 +193,41 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _folder(search_path: str) -> Any:
+    """The folder a Hydra search path (`pkg://package.conf`, `file://folder` or a folder) names; None if none."""
+    scheme, _, rest = search_path.rpartition("://")
+    if scheme == "pkg":
+        try:
+            return resources.files(rest)
+        except (ModuleNotFoundError, TypeError):
+            return None
+    return Path(rest)
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_defaults(cls: type) -> dict[str, Any]:
+    """The constructor parameters of `cls` whose defaults a config can hold, with those defaults."""
+    defaults = {}
+    for name, parameter in inspect.signature(cls).parameters.items():
+        value = parameter.default
+        if isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value):
+            defaults[name] = list(value)
+        elif isinstance(value, _PLAIN):  # a parameter without a default holds `Parameter.empty`, a class
+            defaults[name] = value
+    return defaults
+
+
+def _store(configs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """File `configs` in Hydra's `ConfigStore` as options of their kinds' groups (`metric=<name>`)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for (kind, name), node in configs.items():
+        store.store(group=kind, name=name, node=node, provider="rasfw: a registered strategy without a config file")
+
+
 def _check_implements(kind: str, cls: type) -> None:
     """Validate at registration that `cls` implements the interface of `kind`."""
     path = KINDS[kind].interface if kind in KINDS else None
@@ -170,7 +241,7 @@ def _check_implements(kind: str, cls: type) -> None:
         raise TypeError(f"{kind} {_qualname(cls)} leaves abstract methods unimplemented: {', '.join(sorted(abstract))}")
 
 
-REGISTRY = Registry()
+REGISTRY = Registry(default_configs=True)
 """The process-wide name -> class table. Append-only; it holds classes, never run state."""
 
 register = REGISTRY.register

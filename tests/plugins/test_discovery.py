@@ -61,3 +61,50 @@ def test_plugin_is_loaded_lazily_when_its_name_is_asked_for(fake_plugin):
 
 def test_plugin_names_appear_in_the_listing(fake_plugin):
     assert "centre" in fake_plugin.names("metric")
+
+
+@pytest.fixture
+def store_cleanup():
+    """Take the test's strategy configs back out of Hydra's process-wide `ConfigStore`."""
+    from hydra.core.config_store import ConfigStore
+
+    repo = ConfigStore.instance().repo
+    before = {group: set(repo[group]) for group in ("metric", "ratio") if isinstance(repo.get(group), dict)}
+    yield
+    for group in ("metric", "ratio"):
+        for name in set(repo.get(group) or {}) - before.get(group, set()):
+            del repo[group][name]
+
+
+def test_a_strategy_without_a_config_file_is_usable_by_name_with_its_defaults(fake_plugin, store_cleanup):
+    from hydra import compose, initialize_config_module
+
+    fake_plugin._default_configs = True  # as the process-wide REGISTRY does
+    fake_plugin.load_plugins()
+    assert fake_plugin.default_configs() == {("metric", "centre"): {"_target_": "fake_rasfw_plugin.Centre"}}
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        cfg = compose("config", overrides=["metric=centre"])
+    assert fake_plugin.by_target("metric", cfg.metric._target_).__name__ == "Centre"
+
+
+def test_a_config_holds_the_constructor_defaults_and_a_shipped_file_wins(fake_plugin, store_cleanup, tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from rasfw.interfaces import RatioSchedule
+
+    class Stepped(RatioSchedule):
+        def __init__(self, value: float = 0.5, steps: tuple = (3, 5), device: object = object(), name: str | None = None) -> None:
+            self.value = value
+
+        def ratio(self, step, num_steps, num_tokens=None):
+            return 1.0 if step < 2 else self.value
+
+    fake_plugin.register("ratio", "stepped")(Stepped)
+    (tmp_path / "fake_rasfw_plugin" / "conf" / "metric" / "centre.yaml").write_text("_target_: fake_rasfw_plugin.Centre\n")
+    fake_plugin._default_configs = True
+    fake_plugin.load_plugins()
+    node = {"_target_": f"{Stepped.__module__}.{Stepped.__qualname__}", "value": 0.5, "steps": [3, 5], "name": None}
+    assert fake_plugin.default_configs() == {("ratio", "stepped"): node}  # centre ships its file
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        cfg = compose("config", overrides=["ratio=stepped", "ratio.value=0.25"])
+    assert cfg.ratio.value == 0.25 and list(cfg.ratio.steps) == [3, 5]
