@@ -9,7 +9,7 @@ import torch
 
 from rasfw.backends.base import backend_names
 from rasfw.interfaces import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
-from rasfw.registry import KINDS, STRATEGY_KINDS, register
+from rasfw.registry import KINDS, REGISTRY, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
 from rasfw.strategies._checks import integer, number
 from rasfw.strategies.fills import ReuseFill
@@ -30,6 +30,10 @@ class RegionAdaptiveSampler:
 
     The sampler itself is immutable settings; the state of a generation lives in a `RegionState`
     that `apply_ras` creates per pipeline.
+
+    Each strategy argument takes an instance or the name it is registered under, built with its defaults
+    (`metric="l2norm"` is `L2Norm()`, as `metric=l2norm` is on the command line); an unknown name raises a
+    `ValueError` listing the known ones.
 
     Args:
         metric: ranks patches from the model output (Eq. 1 of the RAS paper).
@@ -55,16 +59,17 @@ class RegionAdaptiveSampler:
     Example:
         >>> from rasfw import RegionAdaptiveSampler, apply_ras
         >>> sampler = RegionAdaptiveSampler()          # std metric, 50 %, warm-up 4, resets 12 and 20
+        >>> sampler = RegionAdaptiveSampler(metric="l2norm", reset="none")  # strategies by name
         >>> # apply_ras(pipe, sampler); pipe(prompt)
     """
 
     def __init__(
         self,
-        metric: RegionMetric | None = None,
-        ratio: RatioSchedule | None = None,
-        starvation: StarvationPolicy | None = None,
-        reset: ResetSchedule | None = None,
-        fill: InactiveFill | None = None,
+        metric: RegionMetric | str | None = None,
+        ratio: RatioSchedule | str | None = None,
+        starvation: StarvationPolicy | str | None = None,
+        reset: ResetSchedule | str | None = None,
+        fill: InactiveFill | str | None = None,
         high_ratio: float = 0.0,
         kv_cache: bool = True,
         backend: str = "torch",
@@ -72,11 +77,11 @@ class RegionAdaptiveSampler:
         kv_dtype: str = "model",
         count: str = "exact",
     ) -> None:
-        self.metric = metric if metric is not None else StdNoise()
-        self.ratio = ratio if ratio is not None else ConstantRatio()
-        self.starvation = starvation if starvation is not None else ExpStarvation()
-        self.reset = reset if reset is not None else FixedReset()
-        self.fill = fill if fill is not None else ReuseFill()
+        self.metric = _strategy("metric", metric) if metric is not None else StdNoise()
+        self.ratio = _strategy("ratio", ratio) if ratio is not None else ConstantRatio()
+        self.starvation = _strategy("starvation", starvation) if starvation is not None else ExpStarvation()
+        self.reset = _strategy("reset", reset) if reset is not None else FixedReset()
+        self.fill = _strategy("fill", fill) if fill is not None else ReuseFill()
         _check_types(self)
         self.high_ratio = number("sampler.high_ratio", high_ratio, "[0, 1]", lambda v: 0 <= v <= 1)
         if not isinstance(kv_cache, bool):
@@ -244,10 +249,23 @@ class DenseSampler(RegionAdaptiveSampler):
         super().__init__(ratio=ConstantRatio(1.0, 0), reset=NoReset(), backend=backend, seed=seed)
 
 
+def _strategy(kind: str, value: object) -> object:
+    """`value`, or the strategy registered as `kind`/`value` built with its defaults when `value` is a name.
+
+    Args:
+        kind: the strategy kind ("metric", "ratio", ...).
+        value: an instance, or a registered name.
+
+    Raises:
+        ValueError: `value` is a name nothing is registered under for `kind` (the message lists the known ones).
+    """
+    return REGISTRY.build(kind, value) if isinstance(value, str) else value
+
+
 def _check_types(sampler: RegionAdaptiveSampler) -> None:
     for kind in STRATEGY_KINDS:  # the strategy attributes are named after their kinds
         module, name = KINDS[kind].interface.split(":")
         interface = getattr(importlib.import_module(module), name)
         value = getattr(sampler, kind)
         if not isinstance(value, interface):
-            raise TypeError(f"{kind} must be a {interface.__name__}; got {type(value).__name__}")
+            raise TypeError(f"{kind} must be a {interface.__name__} or a registered name; got {type(value).__name__}")

@@ -146,7 +146,7 @@ def test_history_costs_one_output_buffer_per_order_and_is_freed_after_the_genera
         (lambda: TaylorFill(order=3), r"fill.order must be in \[1, 2\]; got 3"),
         (lambda: TaylorFill(order=0), r"fill.order must be in \[1, 2\]; got 0"),
         (lambda: TaylorFill(order="1"), r"fill.order must be an integer"),
-        (lambda: RegionAdaptiveSampler(fill=ConstantRatio()), r"fill must be a InactiveFill; got ConstantRatio"),
+        (lambda: RegionAdaptiveSampler(fill=ConstantRatio()), r"fill must be a InactiveFill or a registered name; got ConstantRatio"),
     ],
 )
 def test_bad_fill_settings_are_one_line(build, message):
