@@ -108,3 +108,46 @@ def test_a_config_holds_the_constructor_defaults_and_a_shipped_file_wins(fake_pl
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
         cfg = compose("config", overrides=["ratio=stepped", "ratio.value=0.25"])
     assert cfg.ratio.value == 0.25 and list(cfg.ratio.steps) == [3, 5]
+
+
+@pytest.mark.slow  # a run of the CLI in its own interpreter
+def test_the_cli_runs_an_installed_strategy_that_ships_no_config_file(tmp_path):
+    """A real distribution on the path (a `.dist-info` with its entry point), whose metric has no YAML."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "configless").mkdir()
+    (tmp_path / "configless" / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from rasfw import RegionMetric, register
+
+            @register("metric", "configless_centre")
+            class Centre(RegionMetric):
+                def __init__(self, power: float = 1.0) -> None:
+                    if isinstance(power, bool) or not isinstance(power, (int, float)):
+                        raise ValueError(f"metric.power must be a number; got {power!r}")
+                    self.power = power
+
+                def score(self, tokens, grid, generator=None):
+                    return -tokens.float().mean((-1, -2)).abs() ** self.power
+
+            def setup():
+                return None
+            """
+        )
+    )
+    info = tmp_path / "configless-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: configless\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[rasfw.plugins]\nconfigless = configless:setup\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "rasfw", "metric=configless_centre", "metric.power=2", "steps=6", "ratio.warmup=2",
+         "reset.steps=[4]", "prompts=[a red circle]", "progress=false", f"hydra.run.dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    settings = json.loads((tmp_path / "out" / "summary.json").read_text())["settings"]
+    assert settings["metric"] == {"name": "configless_centre", "params": {"power": 2}}
