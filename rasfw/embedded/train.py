@@ -25,8 +25,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rasfw.embedded.data import sample_batch
-from rasfw.embedded.models.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, build_pipeline, load_pipeline, save_pipeline
+from rasfw.embedded.models.pipeline import (
+    DEFAULT_CONFIG,
+    DEFAULT_WEIGHTS,
+    MiniPipeline,
+    build_pipeline,
+    load_pipeline,
+    save_pipeline,
+)
+from rasfw.embedded.testbeds import get_testbed
 
 __all__ = ["train", "rectified_flow_loss", "object_weight_map", "draw_loss_curve"]
 
@@ -96,8 +103,8 @@ def _config(cfg) -> dict:
     return out
 
 
-def _model_config(overrides: dict) -> dict:
-    config = copy.deepcopy(DEFAULT_CONFIG)
+def _model_config(overrides: dict, base: dict | None = None) -> dict:
+    config = copy.deepcopy(DEFAULT_CONFIG if base is None else base)
     for key, value in (overrides or {}).items():
         for part in ("transformer", "text_encoder", "scheduler"):
             if isinstance(value, dict) and key == part:
@@ -109,6 +116,35 @@ def _model_config(overrides: dict) -> dict:
     config["transformer"]["joint_attention_dim"] = te["dim"]
     config["transformer"]["pooled_projection_dim"] = te["pooled_dim"]
     return config
+
+
+def transfer_weights(source: MiniPipeline, target: MiniPipeline) -> list[str]:
+    """Copy `source`'s weights into `target` wherever they fit; returns the names left as initialised.
+
+    Tensors of the same name and shape are copied. Word embeddings are copied word by word (a word only
+    `target`'s vocabulary has keeps its fresh row) and position embeddings row by row, so a model can go on
+    training with a larger vocabulary or longer prompts. The transformer's sine-cosine position table is
+    rebuilt for `target`'s size, not copied.
+    """
+    fresh = []
+    for name in ("transformer", "text_encoder"):
+        src, dst = getattr(source, name).state_dict(), getattr(target, name).state_dict()
+        for key, value in dst.items():
+            if key in src and src[key].shape == value.shape and key != "pos_embed.pos_embed":
+                value.copy_(src[key])
+            elif name == "text_encoder" and key == "token.weight":
+                words = source.text_encoder.vocab.index
+                for row, word in enumerate(target.text_encoder.vocab.words):
+                    if word in words:
+                        value[row] = src[key][words[word]]
+                    else:
+                        fresh.append(f"{name}.{key}[{word}]")
+            elif name == "text_encoder" and key == "position" and src[key].shape[1:] == value.shape[1:]:
+                rows = min(len(value), len(src[key]))
+                value[:rows] = src[key][:rows]
+            elif key != "pos_embed.pos_embed":
+                fresh.append(f"{name}.{key}")
+    return fresh
 
 
 def draw_loss_curve(losses: list[float], path: str | Path, title: str = "training loss") -> None:
@@ -159,14 +195,22 @@ def train(cfg) -> dict:
     out = Path(cfg["out"]) if cfg["out"] else DEFAULT_WEIGHTS.parent
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / DEFAULT_WEIGHTS.name
-    config = _model_config(cfg["model"])
-
+    bed = get_testbed(cfg["data"], "data")
+    data = bed.module()
+    base = None
     if cfg["init"]:
-        # Continue from saved weights (the architecture comes from the file; optimizer state starts afresh).
-        pipe = load_pipeline(str(cfg["init"]))
-        config = pipe.config
-    else:
-        pipe = build_pipeline(config, seed=cfg["seed"])
+        # Continue from saved weights: the architecture comes from the file, with the `model` overrides and
+        # the data's vocabulary on top; what no longer fits starts afresh. Optimizer state starts afresh.
+        source = load_pipeline(str(cfg["init"]))
+        base = source.config
+    config = _model_config(cfg["model"], base)
+    words = data.vocabulary_words()
+    if words != config["text_encoder"].get("words", _default_words()):
+        config["text_encoder"]["words"] = words
+    pipe = build_pipeline(config, seed=cfg["seed"])
+    if cfg["init"]:
+        fresh = transfer_weights(source, pipe)
+        print(f"[train] from {cfg['init']}; initialised afresh: {fresh or 'nothing'}", flush=True)
     transformer, text_encoder = pipe.transformer.train(), pipe.text_encoder.train()
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     n_params = sum(p.numel() for p in params)
@@ -206,7 +250,7 @@ def train(cfg) -> dict:
         for group in opt.param_groups:
             group["lr"] = cfg["lr"] * warm * cosine
 
-        batch = sample_batch(cfg["batch_size"], generator=data_gen, two_object_prob=cfg["two_object_prob"])
+        batch = data.sample_batch(cfg["batch_size"], generator=data_gen, two_object_prob=cfg["two_object_prob"])
         drop = torch.rand(len(batch), generator=drop_gen) < cfg["caption_dropout"]
         prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist(), strict=True)]
         weight = object_weight_map(batch.masks, cfg["object_weight"]) if weighted else None
@@ -264,6 +308,12 @@ def _record(cfg: dict, config: dict, step: int, losses: list[float], seconds: fl
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+
+
+def _default_words() -> list[str]:
+    from rasfw.embedded.data import vocabulary_words
+
+    return vocabulary_words()
 
 
 def main() -> None:

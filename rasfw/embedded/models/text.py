@@ -38,12 +38,22 @@ class TextEncoder(nn.Module):
     """Learned word and position embeddings, one transformer layer, and a pooled projection.
 
     ``forward(prompts)`` returns ``(encoder_hidden_states (B, L, dim), pooled_projections (B, pooled_dim))``.
-    The empty prompt "" is the unconditional prompt used for classifier-free guidance.
+    The empty prompt "" is the unconditional prompt used for classifier-free guidance. ``words`` is the
+    vocabulary (None: the first testbed's, ``rasfw.embedded.data.vocabulary_words()``); a model's config
+    carries it, so a saved model rebuilds its own.
     """
 
-    def __init__(self, dim: int = 64, pooled_dim: int = 64, max_length: int = 8, layers: int = 1, heads: int = 4):
+    def __init__(
+        self,
+        dim: int = 64,
+        pooled_dim: int = 64,
+        max_length: int = 8,
+        layers: int = 1,
+        heads: int = 4,
+        words: list[str] | None = None,
+    ):
         super().__init__()
-        self.vocab = Vocabulary(max_length=max_length)
+        self.vocab = Vocabulary(words, max_length=max_length)
         self.token = nn.Embedding(len(self.vocab), dim)
         self.position = nn.Parameter(torch.zeros(max_length, dim))
         nn.init.normal_(self.position, std=0.02)
