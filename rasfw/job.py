@@ -40,8 +40,12 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     the dense run that is timed) apart from the job's own `steps`, as `+experiment=table2` does (RAS and dense
     at 3 to 10 steps against the 28-step dense image); null: the job's steps.
     """
-    from rasfw.embedded.data import prompt_set
+    from rasfw.embedded.testbeds import get_testbed
 
+    # The prompt set is in the grammar of the embedded testbed the model names (`model.testbed`), the
+    # first testbed's for every other model.
+    name = str(OmegaConf.select(cfg, "model.testbed", default="shapes"))
+    prompt_set = get_testbed(name, "model.testbed").module().prompt_set
     keys = ("prompts", "prompt_seed", "batch", "baseline_cache", "baseline_steps")
     ev, timing = _section(cfg, "eval", keys), _section(cfg, "timing", ("repeats", "warmup"))
     count = ev.get("prompts")

@@ -74,11 +74,25 @@ class MiniRunner(PipelineRunner):
 
     latent_scale = 1
 
-    def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self, weights: str | None = None, device: str = "cpu", dtype: str = "float32", testbed: str = "shapes"
+    ) -> None:
+        """Args:
+        weights: a safetensors file written by the training script; None: the testbed's shipped weights.
+        device: where the pipeline runs.
+        dtype: the weights' dtype.
+        testbed: whose prompts, evaluator and default size to use (`rasfw.embedded.testbeds`): `shapes`
+            (32x32, the default model) or `patterns` (64x64).
+        """
         from rasfw.embedded.models import load_pipeline
+        from rasfw.embedded.testbeds import get_testbed
 
+        self.testbed = get_testbed(testbed, "model.testbed")
+        if weights is None and self.testbed.name != "shapes":
+            weights = str(self.testbed.weights)
         self.pipe = load_pipeline(weights, device=device, dtype=dtype)
         self.weights = self.pipe.weights_source
+        self.default_size = (self.pipe.default_size, self.pipe.default_size)
 
     def evaluate(self, prompts, images, dense_images, ras_update_counts):
         """Alignment (all four attributes, and each), FD and spatial FD against real procedural images, for
@@ -87,11 +101,10 @@ class MiniRunner(PipelineRunner):
         image's alignment, 0 or 1, and SSIM against dense) and `features` (the evaluator's features of the
         images, the dense images and the real images, one row per evaluated prompt).
 
-        Only prompts in the data's grammar ("a small red circle at the top left") are scored. Object
-        pixels are those of the prompt's object as the data generator draws it (seeded), so the focus
-        figures compare the updates with where the prompt asks the object to be.
+        Only prompts in the testbed's grammar ("a small red circle at the top left") are scored, at the
+        testbed's image size. Object pixels are those of the prompt's object as the data generator draws it
+        (seeded), so the focus figures compare the updates with where the prompt asks the object to be.
         """
-        from rasfw.embedded.data import ATTRIBUTES, parse_prompt, render
         from rasfw.embedded.eval import (
             attribute_hits,
             frechet_distance,
@@ -100,12 +113,15 @@ class MiniRunner(PipelineRunner):
             ssim_per_image,
         )
 
+        data = self.testbed.module()
+        parse_prompt, attributes = data.parse_prompt, data.ATTRIBUTES
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
-        if not keep or images.shape[-2:] != (32, 32):
+        side = data.IMAGE_SIZE
+        if not keep or images.shape[-2:] != (side, side):
             return {"evaluated_images": 0}
-        labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in ATTRIBUTES}
-        evaluator = load_evaluator()
-        real, masks = render(labels, torch.Generator().manual_seed(0))
+        labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in attributes}
+        evaluator = load_evaluator(self.testbed.evaluator_weights)
+        real, masks = data.render(labels, torch.Generator().manual_seed(0))
         real = (real + 1) / 2
         reference = _features(evaluator, real)
         several = len(keep) > 1  # a Frechet distance needs two images
@@ -114,7 +130,7 @@ class MiniRunner(PipelineRunner):
             hits = attribute_hits(batch, labels, evaluator)  # each (N,)
             feats = _features(evaluator, batch)
             distances = {k: frechet_distance(feats[k], reference[k]) if several else None for k in feats}
-            accuracy = {f"{k}_accuracy": float(hits[k].float().mean()) for k in ATTRIBUTES}
+            accuracy = {f"{k}_accuracy": float(hits[k].float().mean()) for k in attributes}
             return {"alignment_accuracy": float(hits["all"].float().mean()), **distances, **accuracy}, hits["all"], feats
 
         result, hits, feats = scores(images[keep])
@@ -149,5 +165,5 @@ class MiniRunner(PipelineRunner):
 
 
 def _features(evaluator: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The embedded evaluator's features of `images` `(N, 3, 32, 32)`: `fd` `(N, 128)` and `sfd` `(N, 256)`."""
+    """The embedded evaluator's features of `images` `(N, 3, side, side)`: `fd` `(N, 128)` and `sfd` `(N, 256)`."""
     return {"fd": evaluator.features(images), "sfd": evaluator.spatial_features(images)}
