@@ -128,17 +128,17 @@ def _value(args: Sequence[str], key: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the study experiment with `argv`'s overrides (default `sys.argv[1:]`), then write and print its table."""
-    from rasfw.cli import _fail  # the CLI's one-line errors
     from rasfw.cli import main as rasfw_main
+    from rasfw.console import fail  # the CLI's one-line errors
 
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
     if args[:1] == ["--table"]:
         if len(args) != 2 or not Path(args[1]).is_dir():
-            _fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
+            fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
         try:
             print(write_table(Path(args[1])).read_text(), end="")
         except ValueError as exc:
-            _fail(exc)
+            fail(exc)
         return
     experiment = _value(args, "+experiment")
     if experiment is None:
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         path = write_table(Path(folder))
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     print(path.read_text(), end="")
     print(f"wrote {path}")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from rasfw import job
-from rasfw.cli import _precheck, main
+from rasfw.cli import main
+from rasfw.precheck import precheck
 from rasfw.report import main as report_main
 from tests.markers import needs_step_caches
 
@@ -46,7 +47,7 @@ def test_every_shipped_experiment_declares_its_sweep_and_every_job_passes_the_ch
                  for key, values in params.items()]  # fmt: skip
         assert __import__("math").prod(sizes) == jobs, name
         assert cfg.eval.prompts == 64 and cfg.eval.baseline_cache
-        _precheck([f"+experiment={name}"])  # composes and checks every job of the declared sweep (no model loads)
+        precheck([f"+experiment={name}"])  # composes and checks every job of the declared sweep (no model loads)
 
 
 def test_a_bad_value_in_an_experiment_sweep_is_one_line_naming_the_job(tmp_path, capsys):
@@ -249,14 +250,14 @@ def test_the_shipped_launcher_configs_compose_or_say_how_to_install_the_plugin(o
         assert cfg.hydra.launcher._target_.endswith(target)
     else:
         with pytest.raises(SystemExit) as info:
-            _precheck([f"hydra/launcher={option}"])
+            precheck([f"hydra/launcher={option}"])
         assert info.value.code == 2
         assert 'pip install "rasfw[launchers]"' in capsys.readouterr().err
 
 
 def test_settings_nested_in_a_launcher_cannot_build_classes(capsys):
     with pytest.raises(SystemExit):
-        _precheck(["hydra/launcher=parallel", "+hydra.launcher.extra._target_=os.system"])
+        precheck(["hydra/launcher=parallel", "+hydra.launcher.extra._target_=os.system"])
     assert capsys.readouterr().err.strip() == (
         "error: hydra.launcher.extra: a nested _target_ is not allowed; configs build only registered classes"
     )

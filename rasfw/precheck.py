@@ -1,0 +1,166 @@
+"""The main command's config checks before Hydra runs any job: compose once, so a composition error, an
+unknown key or option, a Hydra callback or launcher setting that would run arbitrary code, an unwritable
+output folder or a bad sweep job is one line and exit code 2 before anything starts."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+from omegaconf import DictConfig, OmegaConf
+
+from rasfw import _compat
+from rasfw.console import fail
+from rasfw.registry import REGISTRY
+from rasfw.settings import UsageError, build_method, check_settings
+from rasfw.strategies._checks import first_line
+
+MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
+
+_CHECKED_HYDRA = ("hydra.callbacks", "hydra.launcher", "hydra/launcher", "hydra.sweeper", "hydra/sweeper")
+"""Hydra settings composed by the precheck: they name classes Hydra instantiates."""
+
+
+def precheck(overrides: list[str]) -> None:
+    """Compose once before Hydra runs, so composition errors become one line and exit code 2.
+
+    Sweep overrides (`-m ratio.value=0.25,0.5`) are left out of this composition (each job checks its own
+    values); everything else, the experiment and plugin files they select included, is composed and
+    passes the same gates as a run: unknown keys and options, and Hydra callbacks only of registered
+    classes (Hydra would run whatever their `_target_` names).
+
+    Args:
+        overrides: the command line's overrides (flags left out).
+    """
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            _check_writable(key.lstrip("+"), value)
+    parsed = _parse(overrides)
+    kept = [
+        o.input_line for o in parsed
+        if not o.is_sweep_override() and (not o.key_or_group.startswith(("hydra.", "hydra/"))
+                                          or o.key_or_group == "hydra.searchpath"
+                                          or o.key_or_group.startswith(_CHECKED_HYDRA))
+    ]  # fmt: skip
+    cfg = _compose(kept)
+    _check_callbacks(cfg.hydra.get("callbacks") or {})
+    _check_plugins(cfg)
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    sweeps += _config_sweeps(cfg, {o.get_key_element() for o in sweeps})
+    if sweeps:
+        _check_sweep(kept, sweeps)
+
+
+def _parse(overrides: list[str]) -> list:
+    """Hydra's parsed overrides; a malformed one is one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return _parser().parse_overrides(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        _composition_failed(exc)
+
+
+def _compose(kept: list[str]) -> DictConfig:
+    """The main config with the `kept` overrides and Hydra's own settings."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            return compose("config", overrides=kept, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        _composition_failed(exc)
+
+
+def _composition_failed(exc: Exception) -> NoReturn:
+    """One line for a failed composition: the unknown option with the available ones, or the unknown key."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException):
+        group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+        hint = "; Hydra plugins come with pip install \"rasfw[launchers]\"" if group.startswith("hydra/") else ""
+        if exc.options is not None and group:
+            fail(UsageError(f"{group}: unknown option '{option}'; available: {', '.join(exc.options)}{hint}"))
+        fail(UsageError(first_line(exc) + hint))
+    cause = exc.__cause__ or exc
+    key = getattr(cause, "full_key", None)
+    if key:
+        fail(UsageError(f"{key}: unknown setting ({first_line(cause)}); check the spelling"))
+    fail(UsageError(first_line(exc)))
+
+
+def _check_callbacks(callbacks: DictConfig) -> None:
+    """Hydra instantiates every `hydra.callbacks` entry; allow only classes registered as callbacks."""
+    from rasfw.build import plain, reject_nested_targets
+
+    for name, node in callbacks.items():
+        setting = f"hydra.callbacks.{name}"
+        try:
+            data = plain(node, setting)
+            reject_nested_targets({k: v for k, v in data.items() if k != "_target_"}, setting)
+            REGISTRY.by_target("callback", data.get("_target_"), f"{setting}._target_")
+        except ValueError as exc:
+            fail(UsageError(f"{first_line(exc)} (Hydra callbacks run code: only registered callback classes are allowed)"))
+
+
+def _check_plugins(cfg: DictConfig) -> None:
+    """Hydra builds the launcher and the sweeper only from installed Hydra plugins, but builds any `_target_`
+    nested in their settings: refuse those."""
+    from rasfw.build import reject_nested_targets
+
+    for name in ("launcher", "sweeper"):
+        node = cfg.hydra.get(name)
+        if node is not None:
+            data = OmegaConf.to_container(node, resolve=False)
+            try:
+                reject_nested_targets({k: v for k, v in data.items() if k != "_target_"}, f"hydra.{name}")
+            except ValueError as exc:
+                fail(UsageError(str(exc)))
+
+
+def _config_sweeps(cfg: DictConfig, given: set[str]) -> list:
+    """The sweep an experiment file declares (`hydra.sweeper.params`), less the keys the command line sweeps."""
+    params = cfg.hydra.get("sweeper", {}).get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items() if key not in given]
+    try:
+        return [o for o in _parser().parse_overrides(lines) if o.is_sweep_override()] if lines else []
+    except Exception as exc:  # noqa: BLE001 - a malformed sweep in a config file: one line
+        fail(UsageError(f"hydra.sweeper.params: {first_line(exc)}"))
+
+
+def _parser() -> Any:
+    """Hydra's override parser with a config loader, so sweeps over groups (`glob(*)`) list their options
+    as Hydra's sweeper does."""
+    return _compat.hydra_overrides_parser("rasfw.conf")
+
+
+def _check_sweep(kept: list[str], sweeps: list) -> None:
+    """Validate every job of a sweep before the first one starts: compose it, check its settings and
+    build its sampler (no model is loaded). One line names the bad setting and the job's overrides."""
+    from hydra import compose, initialize_config_module
+
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] for o in sweeps]
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        for job in itertools.islice(itertools.product(*choices), MAX_CHECKED_JOBS):
+            try:
+                cfg = compose("config", overrides=[*kept, *job])
+                build_method(cfg, check_settings(cfg))
+            except Exception as exc:  # noqa: BLE001 - a bad setting or a composition error: one line either way
+                fail(UsageError(f"{first_line(exc)} (in the sweep job {' '.join(job)})"))
+
+
+def _check_writable(setting: str, folder: str) -> None:
+    """Hydra creates the output folder before the job starts; make sure it can, so a bad one is one line."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / f".rasfw-write-check-{os.getpid()}"  # per process: torchrun ranks check at once
+        probe.touch()
+        probe.unlink(missing_ok=True)
+    except OSError as exc:
+        fail(UsageError(f"{setting}: cannot write to '{folder}': {exc.strerror or type(exc).__name__}"))
