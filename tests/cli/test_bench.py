@@ -125,7 +125,7 @@ def test_wan_flops_count_both_cfg_calls_of_a_step():
 @pytest.mark.parametrize("option", ["torch", "triton", "auto"])
 def test_bench_backend_is_the_main_commands_backend_group(option):
     """`backend=triton` picks conf/backend/triton.yaml as in the main command (a group, not a plain key)."""
-    from rasfw.bench import _backend
+    from rasfw.bench import sampler_backend
 
-    assert _backend(config("cpu", f"backend={option}")) == option
-    assert _backend(config("cpu")) == "torch"
+    assert sampler_backend(config("cpu", f"backend={option}")) == option
+    assert sampler_backend(config("cpu")) == "torch"
