@@ -53,12 +53,46 @@ def test_end_to_end_writes_images_heatmap_and_summary(tmp_path):
 def test_video_model_run_lists_its_gifs(tmp_path, capsys):
     main([*SMALL, *QUIET, "model=wan_tiny", "model.frames=5", "height=32", "width=48", "prompts=[a cat]",
           f"hydra.run.dir={tmp_path}"])  # fmt: skip
-    out = capsys.readouterr().out
-    listed = out.split("wrote ", 1)[1].splitlines()[1:]
-    assert [line.strip() for line in listed] == [
+    listed = listed_files(capsys.readouterr().out)
+    assert listed == [
         "ras_0.gif", "dense_0.gif", "heatmap_0.gif", "grid.png", "heatmap.png", "summary.json"  # no log: QUIET
     ]  # fmt: skip
     assert all((tmp_path / name.strip()).exists() for name in listed)
+
+
+def listed_files(out: str) -> list[str]:
+    """The file names the console listed after "wrote N files to <folder>:"."""
+    return [line.strip() for line in out.split("wrote ", 1)[1].splitlines()[1:]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "files"),
+    [
+        ([], ["dense_0.png", "grid.png", "summary.json", "eval_features.npz"]),  # the run is its own baseline
+        (["eval.baseline_steps=4"], ["dense_0.png", "baseline_0.png", "grid.png", "summary.json", "eval_features.npz"]),
+        (["model=wan_tiny", "model.frames=5", "height=32", "width=48"], ["dense_0.gif", "grid.png", "summary.json"]),
+    ],
+)
+def test_a_dense_sampler_run_names_its_pictures_after_dense_sampling(extra, files, tmp_path, capsys):
+    """sampler=dense selects nothing: no ras_ files, no heat map or selection pictures, the same names everywhere."""
+    main([*SMALL, *QUIET, "sampler=dense", "prompts=[a small red circle at the top left]", *extra,
+          f"hydra.run.dir={tmp_path}"])  # fmt: skip
+    assert listed_files(capsys.readouterr().out) == files
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    pictures = [*summary.get("images", []), *summary.get("videos", []), summary["grid"]]
+    assert pictures == files[: len(pictures)] and not {"heatmap", "selection", "selection_strip"} & set(summary)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(files)
+
+
+def test_the_grid_columns_name_what_ran():
+    from rasfw.pictures import columns
+
+    ras = columns(dense_sampler=False, steps=6, full_steps=6, cache=None)
+    assert (ras.method, ras.method_header, ras.baseline, ras.baseline_header, ras.selects) == ("ras", "RAS", "dense", "dense", True)
+    dense = columns(dense_sampler=True, steps=4, full_steps=28, cache="first_block")
+    assert (dense.method, dense.baseline, dense.selects) == ("dense", "baseline", False)
+    assert dense.method_header == "dense, 4 steps, cache=first_block"
+    assert dense.baseline_header == "baseline: dense, 28 steps"
 
 
 def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
