@@ -39,6 +39,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw.adapters.partial import PartialForward
+from rasfw.console import report as show
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
@@ -295,12 +297,12 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
         short = pipe.device.type == "cpu" and execution == "eager"  # no graphs to build: one 1-step call is enough
         dense_sampler = DenseSampler(sampler_backend(cfg), cfg.seed)
         dense = run_configuration(pipe, cfg, execution, dense_sampler, 1 if short else cfg.steps)
-        print(f"  {execution} dense: {dense.time_s:.3f} s", flush=True)
+        show(f"  {execution} dense: {dense.time_s:.3f} s")
         for ratio in ratios:
             for kv_dtype in kv_dtypes:
                 ras = run_configuration(pipe, cfg, execution, _sampler(cfg, ratio, kv_dtype), 0 if short else cfg.steps)
                 row = _row(cfg, execution, ratio, kv_dtype, ras, dense, flops[ratio] / dense_flops)
-                print(f"  {execution} ratio {ratio} kv {kv_dtype}: {ras.time_s:.3f} s  row {json.dumps(row)}", flush=True)
+                show(f"  {execution} ratio {ratio} kv {kv_dtype}: {ras.time_s:.3f} s  row {json.dumps(row)}")
                 rows.append(row)
     return rows
 
@@ -416,11 +418,16 @@ def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    """`python -m rasfw.bench [overrides]`: measure, write `bench.json` and `bench.md`, print the table."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m rasfw.bench [overrides]`: measure, write `bench.json` and `bench.md`, print the table.
+
+    Args:
+        argv: the command line's arguments (default `sys.argv[1:]`).
+    """
     from rasfw.table_app import table_app
 
-    table_app("bench", report, lambda result, cfg: markdown(result["rows"], cfg))
+    description = "how much of the FLOP saving of RAS turns into wall-clock time, per execution mode"
+    table_app("bench", report, lambda result, cfg: markdown(result["rows"], cfg), argv, description)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ _KEY_LINE = re.compile(r"^([A-Za-z_][\w]*):\s*(.*?)\s*(?:#\s*(.*))?$")
 
 
 def render_help(groups: Sequence[str], settings: Mapping[str, str], defaults: Mapping[str, Any], search_paths: Sequence[str]) -> str:
-    """The help text.
+    """The help text of the main command.
 
     Args:
         groups: config groups, in the order to show them.
@@ -27,7 +27,6 @@ def render_help(groups: Sequence[str], settings: Mapping[str, str], defaults: Ma
         defaults: the composed default config (its chosen options and values).
         search_paths: the plugins' config folders (`pkg://<package>`), searched after rasfw's own.
     """
-    folders = [resources.files("rasfw.conf")] + [_folder(path) for path in search_paths]
     lines = [
         "rasfw: Region-Adaptive Sampling for diffusion transformers.",
         "",
@@ -35,8 +34,44 @@ def render_help(groups: Sequence[str], settings: Mapping[str, str], defaults: Ma
         "       python -m rasfw -m key=a,b [group=x,y ...]     (a sweep: one run per combination)",
         "       python -m rasfw [overrides] --cfg job           (print the composed config, run nothing)",
         "",
-        "Groups (group=option; * marks the default). Each option's keys are set as group.key=value:",
+        *_group_lines(groups, defaults, search_paths),
+        *_setting_lines(settings, defaults),
+        "",
+        "Outputs go to outputs/<date>/<time>/ (hydra.run.dir=... to choose); --hydra-help shows Hydra's own flags.",
     ]
+    return "\n".join(lines)
+
+
+def render_app_help(command: str, description: str, groups: Sequence[str], settings: Mapping[str, str],
+                    defaults: Mapping[str, Any]) -> str:  # fmt: skip
+    """The help text of a command with a config of its own (`python -m rasfw.bench`): only the groups its
+    config's defaults list names, and its own keys.
+
+    Args:
+        command: how it is run, e.g. "python -m rasfw.bench".
+        description: one line saying what it does.
+        groups: the config groups its config uses.
+        settings: its top-level keys and what each means.
+        defaults: its composed config (chosen options and values).
+    """
+    lines = [
+        f"{command}: {description}",
+        "",
+        f"usage: {command} [group=option ...] [key=value ...]",
+        f"       {command} [overrides] --cfg job     (print the composed config, run nothing)",
+        "",
+        *(_group_lines(groups, defaults, []) if groups else []),
+        *_setting_lines(settings, defaults),
+        "",
+        "Outputs go to outputs/<date>/<time>/ (hydra.run.dir=... to choose); --hydra-help shows Hydra's own flags.",
+    ]
+    return "\n".join(lines)
+
+
+def _group_lines(groups: Sequence[str], defaults: Mapping[str, Any], search_paths: Sequence[str]) -> list[str]:
+    """Each group with its options (the default starred), each option described with its keys."""
+    folders = [resources.files("rasfw.conf")] + [_folder(path) for path in search_paths]
+    lines = ["Groups (group=option; * marks the default). Each option's keys are set as group.key=value:"]
     for group in groups:
         options = _options(folders, group)
         chosen = defaults.get(group)
@@ -44,12 +79,16 @@ def render_help(groups: Sequence[str], settings: Mapping[str, str], defaults: Ma
         lines.append(f"{group}: " + ", ".join(f"{name}*" if name == chosen else name for name in options))
         for name, text in options.items():
             lines.extend(_describe_option(name, text, group))
-    lines += ["", "Settings (key=value):"]
+    return [*lines, ""]
+
+
+def _setting_lines(settings: Mapping[str, str], defaults: Mapping[str, Any]) -> list[str]:
+    """`Settings (key=value):` and a line per key: what it means and its default."""
+    lines = ["Settings (key=value):"]
     width = max(len(key) for key in settings)
     for key, meaning in settings.items():
-        lines.append(f"  {key:<{width}}  {meaning} (default {_value(defaults.get(key))})")
-    lines += ["", "Outputs go to outputs/<date>/<time>/ (hydra.run.dir=... to choose); --hydra-help shows Hydra's own flags."]
-    return "\n".join(lines)
+        lines.append(f"  {key:<{width}}  " + (f"{meaning} " if meaning else "") + f"(default {_value(defaults.get(key))})")
+    return lines
 
 
 def _folder(path: str):
@@ -72,7 +111,7 @@ def _options(folders: list, group: str) -> dict[str, str]:
 def _describe_option(name: str, text: str, group: str) -> Iterator[str]:
     """The option's description line and one line per key: `group.key=default  meaning`."""
     data = OmegaConf.to_container(OmegaConf.create(text)) or {}
-    comments = _key_comments(text)
+    comments = key_comments(text)
     cls = _target_class(data.get("_target_"), group)
     args = _arg_docs(cls) if cls is not None else {}
     header = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
@@ -85,8 +124,13 @@ def _describe_option(name: str, text: str, group: str) -> Iterator[str]:
         yield f"      {group}.{key}={_value(value)}" + (f"  {meaning}" if meaning else "")
 
 
-def _key_comments(text: str) -> dict[str, str]:
-    """`key -> comment` for each top-level `key: value  # comment` line, indented comment lines below it joined."""
+def key_comments(text: str) -> dict[str, str]:
+    """`key -> comment` for each top-level `key: value  # comment` line of a YAML file's `text`, indented
+    comment lines below it joined.
+
+    Args:
+        text: the YAML file's text.
+    """
     found: dict[str, str] = {}
     key = None
     for line in text.splitlines():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rasfw import stats
+from rasfw.console import fail  # the command line's one-line errors
 
 DEFAULT_EXPERIMENT = "study"
 TABLE = "study.md"
@@ -126,19 +127,38 @@ def _value(args: Sequence[str], key: str) -> str | None:
     return found[-1] if found else None
 
 
+USAGE = """python -m rasfw.study: the quality study on the embedded model, a config-driven experiment.
+
+usage: python -m rasfw.study [+experiment=<name>] [overrides]   (= python -m rasfw -m +experiment=study [overrides],
+                                                                 then study.md in the sweep folder)
+       python -m rasfw.study --table <sweep folder>             (rebuild study.md from the jobs' summary.json)
+
+The experiment is `study` unless +experiment=<name> names another (e.g. study_kv_dtype); the sweep goes to
+multirun/<experiment>/<date>_<time>/ unless hydra.sweep.dir=... names a folder. Every group and setting of
+the main command applies:
+"""
+"""The study's own lines of `--help`, before the main command's."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the study experiment with `argv`'s overrides (default `sys.argv[1:]`), then write and print its table."""
+    """Run the study experiment with `argv`'s overrides (default `sys.argv[1:]`), then write and print its table.
+
+    Args:
+        argv: overrides of the main command (`-m` is implied), `--table <sweep folder>`, `--help` or
+            `--hydra-help`.
+    """
     from rasfw.cli import main as rasfw_main
-    from rasfw.console import fail  # the CLI's one-line errors
 
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
     if args[:1] == ["--table"]:
-        if len(args) != 2 or not Path(args[1]).is_dir():
-            fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
-        try:
-            print(write_table(Path(args[1])).read_text(), end="")
-        except ValueError as exc:
-            fail(exc)
+        _print_table(args)
+        return
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        rasfw_main(["--help"])
+        return
+    if "--hydra-help" in args:
+        rasfw_main(["--hydra-help"])
         return
     experiment = _value(args, "+experiment")
     if experiment is None:
@@ -155,6 +175,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(exc)
     print(path.read_text(), end="")
     print(f"wrote {path}")
+
+
+def _print_table(args: list[str]) -> None:
+    """`--table <sweep folder>`: write the folder's `study.md` and print it."""
+    if len(args) != 2 or not Path(args[1]).is_dir():
+        fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
+    try:
+        print(write_table(Path(args[1])).read_text(), end="")
+    except ValueError as exc:
+        fail(exc)
 
 
 if __name__ == "__main__":

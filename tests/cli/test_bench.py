@@ -129,3 +129,29 @@ def test_bench_backend_is_the_main_commands_backend_group(option):
 
     assert sampler_backend(config("cpu", f"backend={option}")) == option
     assert sampler_backend(config("cpu")) == "torch"
+
+
+@pytest.fixture
+def restored_logging():
+    """Hydra's job logging points the root logger at the run's log file; put it back as it was after the test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+
+
+def test_the_bench_log_holds_what_the_console_shows(tmp_path, capsys, restored_logging):
+    from rasfw.bench import main
+
+    main(["preset=cpu", *SMALL["cpu"], *RUN, "hydra/hydra_logging=none", f"hydra.run.dir={tmp_path}"])
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    log = (tmp_path / "bench.log").read_text()
+    assert len(shown) > 5 and "eager dense: " in log and f"wrote {tmp_path / 'bench.json'}" in log
+    for line in shown:
+        assert line in log, line
+
