@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rasfw.adapters.partial import PartialForward
 from rasfw.console import report as show
@@ -53,6 +53,7 @@ from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
+from rasfw.settings import execution_option
 from rasfw.state import RegionState
 from rasfw.strategies.ratios import ConstantRatio, warmup_steps
 from rasfw.strategies.resets import FixedReset
@@ -175,9 +176,7 @@ def _options(cfg: DictConfig, execution: str) -> dict[str, Any]:
     """Executor options for `execution`: the `execution` group's settings when one mode was picked
     (`execution=compile execution.backend=aot_eager`), else `compile_backend` for compile."""
     if cfg.get("execution") is not None:
-        options = OmegaConf.to_container(cfg.execution)
-        options.pop("name")
-        return options
+        return execution_option(cfg.execution)[1]
     return {"backend": cfg.compile_backend} if execution == "compile" else {}
 
 
@@ -233,7 +232,7 @@ def _executions(cfg: DictConfig) -> list[str]:
     from rasfw.registry import REGISTRY
 
     if cfg.get("execution") is not None:
-        return [str(cfg.execution.name)]
+        return [execution_option(cfg.execution)[0]]
     return _list_setting(cfg, "executions", sorted(name for name, _ in REGISTRY.items("execution")))
 
 

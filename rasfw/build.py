@@ -51,6 +51,31 @@ def build(node: DictConfig | dict[str, Any], kind: str, setting: str, **kwargs: 
         raise ValueError(f"{setting}: cannot build {target}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
+def registered_name(node: DictConfig | dict[str, Any], kind: str, setting: str) -> tuple[str, dict[str, Any]]:
+    """The registered name of the class a config node's `_target_` names, and the node's other settings.
+
+    For groups whose class is built later, by name (`execution`: `apply_ras` builds one executor per transformer).
+    The settings pass the same checks as `build`'s; the class checks them when it is built.
+
+    Args:
+        node: the config node, e.g. `cfg.execution` (`{_target_: ..., compile_backend: inductor}`).
+        kind: the registry kind its `_target_` must be registered under.
+        setting: the node's name in messages.
+
+    Raises:
+        ValueError: a missing or unregistered `_target_`, or an instantiation key anywhere else.
+    """
+    data = plain(node, setting)
+    target = data.pop("_target_", None)
+    if target is None:
+        raise ValueError(f"{setting}._target_ is missing; it must name a registered {kind} class")
+    for key in data:
+        if key in _INSTANTIATION_KEYS:
+            raise ValueError(f"{setting}.{key}: not supported; configs build only registered classes, by _target_")
+    reject_nested_targets(data, setting)
+    return REGISTRY.name_of(kind, REGISTRY.by_target(kind, target, f"{setting}._target_")), data
+
+
 def plain(node: DictConfig | dict[str, Any], setting: str) -> dict[str, Any]:
     """`node` as plain Python data with interpolations resolved (nothing is instantiated)."""
     if isinstance(node, dict):

@@ -118,8 +118,8 @@ def _describe_option(name: str, text: str, group: str) -> Iterator[str]:
     summary = header or ((inspect.getdoc(cls) or "").split("\n")[0] if cls is not None else "")
     yield f"  {name}: {summary}" if summary else f"  {name}"
     for key, value in data.items():
-        if key == "_target_" or (key == "name" and group == "execution"):
-            continue  # the option's own name
+        if key == "_target_":
+            continue  # the option's class
         meaning = comments.get(key) or args.get(key, "")
         yield f"      {group}.{key}={_value(value)}" + (f"  {meaning}" if meaning else "")
 

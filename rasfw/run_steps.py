@@ -26,7 +26,9 @@ from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
-from rasfw.settings import GROUPS, STRATEGY_GROUPS, UsageError, build_method, check_settings, image_size
+from rasfw.settings import (
+    GROUPS, STRATEGY_GROUPS, UsageError, build_method, check_settings, execution_option, image_size,
+)
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,7 @@ def context(cfg: DictConfig, out: Path, settings: dict[str, Any], sampler: Regio
     """The run's context: the baseline's steps added to the settings, the method's steps (`match_flops`) and
     the execution mode split from its options. Args as `RunContext`'s."""
     settings = {**settings, "full_steps": settings["baseline_steps"] or settings["steps"]}
-    execution = OmegaConf.to_container(cfg.execution)
-    mode = execution.pop("name")
+    mode, execution = execution_option(cfg.execution)
     ctx = RunContext(cfg, out, settings, sampler, cache, runner, size, rank, world, settings["steps"], mode, execution)
     if settings["match_flops"] and ctx.is_dense:
         ctx = dataclasses.replace(ctx, steps=matched_steps(ctx))

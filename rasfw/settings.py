@@ -8,7 +8,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import job
-from rasfw.build import build, plain
+from rasfw._deprecation import deprecated
+from rasfw.build import build, plain, registered_name, reject_nested_targets
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.runners import PipelineRunner
 from rasfw.sampler import RegionAdaptiveSampler
@@ -68,6 +69,29 @@ def backend_name(node: DictConfig) -> str:
         raise UsageError(f"backend.{next(iter(data))}: unknown setting; a backend option has only a _target_")
     cls = REGISTRY.by_target("backend", target, "backend._target_")
     return next(name for name, registered in REGISTRY.items("backend") if registered is cls)
+
+
+def execution_option(node: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The execution mode an `execution` option's `_target_` names, and the executor's settings from the option.
+
+    An option that picks the mode by its old key `name` (`name: compile`) still works, with a one-line notice;
+    its `name` wins over the `_target_` that composition brought from the default option.
+
+    Args:
+        node: the `execution` group's option.
+    """
+    data = plain(node, "execution")
+    name = data.pop("name", None)
+    if name is None:
+        return registered_name(data, "execution", "execution")
+    deprecated("execution.name", "execution._target_ (or pick the option: execution=<name>)")
+    data.pop("_target_", None)
+    try:
+        REGISTRY.get("execution", str(name))
+    except ValueError as exc:
+        raise UsageError(f"execution: {exc}") from None
+    reject_nested_targets(data, "execution")
+    return str(name), data
 
 
 def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdaptiveSampler, Any]:

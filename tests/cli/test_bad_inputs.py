@@ -91,7 +91,8 @@ CASES = [
     ("execution=cudagraph", "execution=cudagraph needs a CUDA device"),
     ("execution=cudagraph execution.warmup=0", "execution.warmup must be an integer >= 1"),
     ("execution=cudagraph execution.compile=maybe", "execution.compile must be true or false"),
-    ("execution.name=warp", "execution: unknown execution 'warp'"),
+    ("+execution.name=warp", "execution: unknown execution 'warp'"),  # the old key, still read
+    ("execution._target_=os.system", "execution._target_: 'os.system' is not a registered execution class"),
     # plain settings
     ("steps=0", "steps must be in [1, inf)"),
     ("steps=-5", "steps must be in [1, inf)"),

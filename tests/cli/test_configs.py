@@ -10,7 +10,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from rasfw import REGISTRY
-from rasfw.settings import STRATEGY_GROUPS, build_sampler, check_settings
+from rasfw.settings import STRATEGY_GROUPS, build_sampler, check_settings, execution_option
 from rasfw.strategies.ratios import warmup_steps
 
 CONF = resources.files("rasfw.conf")
@@ -50,6 +50,22 @@ def test_backend_options_match_registered_backends():
     assert set(options("backend")) == set(REGISTRY.names("backend"))
     for name in options("backend"):
         assert build_sampler(composed(f"backend={name}")).backend == name
+
+
+def test_execution_options_name_registered_executors_by_target():
+    """conf/execution/<name>.yaml targets the executor registered as <name>, and back."""
+    assert set(options("execution")) == set(REGISTRY.names("execution"))
+    for name in options("execution"):
+        mode, settings = execution_option(composed(f"execution={name}").execution)
+        assert mode == name and "_target_" not in settings
+
+
+def test_the_old_execution_name_key_still_works_with_a_notice(capsys):
+    mode, settings = execution_option(OmegaConf.create({"name": "compile", "backend": "aot_eager"}))
+    assert (mode, settings) == ("compile", {"backend": "aot_eager"})
+    assert "deprecated: execution.name is now execution._target_" in capsys.readouterr().err
+    # composed over the default option: the old key wins over the default's _target_
+    assert execution_option(composed("+execution.name=compile").execution) == ("compile", {})
 
 
 @pytest.mark.parametrize("name", options("experiment"))
