@@ -150,7 +150,8 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, ms_per_frame: int 
 def selection_strip(
     images: torch.Tensor, actives: Sequence[torch.Tensor | None], headers: Sequence[str], captions: Sequence[str], scale: int
 ) -> Image.Image:
-    """The selection over time on one page: a row per image (captioned), a column per step (headed).
+    """The selection over time on one page: a row per image (captioned), a column per step (headed), and a
+    legend under it saying what the colours and the headers mean (`selection_legend`).
 
     Args:
         images: `(B, 3, H, W)` pictures to show the patches on.
@@ -160,7 +161,49 @@ def selection_strip(
         scale: enlargement of each image.
     """
     rows = [[selection_frame(image, None if a is None else a[i], scale) for a in actives] for i, image in enumerate(images)]
-    return comparison_grid(rows, headers, captions)
+    grid = comparison_grid(rows, headers, captions)
+    legend = selection_legend(grid.width)
+    page = Image.new("RGB", (grid.width, grid.height + legend.height), "white")
+    page.paste(grid, (0, 0))
+    page.paste(legend, (0, grid.height))
+    return page
+
+
+SELECTION_KEY = (
+    "recomputed at that step (full colour)",
+    "cached: the previous output reused (grey)",
+)
+"""What the two swatches of the selection pictures' legend stand for, in `selection_legend`'s order."""
+SELECTION_HEADERS = "Column header: the step, then the share of patches recomputed; 'dense': every patch recomputed."
+"""What `selection_strip`'s column headers say, as its legend explains them."""
+
+
+def selection_legend(width: int, swatch: int = 14) -> Image.Image:
+    """The key under `selection_strip`: a swatch per patch state (the same ramp as `selection_frame` draws
+    it: in full colour when recomputed, faded to grey when cached) and what the column headers mean.
+
+    Args:
+        width: the legend's width in pixels (the strip's).
+        swatch: the swatches' height in pixels.
+    """
+    font = _font()
+    ramp = heat_colours(torch.linspace(0, 1, 3 * swatch)[None].expand(swatch, 3 * swatch))  # (3, s, 3s)
+    samples = (selection_frame(ramp, None, 1), selection_frame(ramp, torch.zeros(1, 1, dtype=torch.bool), 1))
+    line_h = max(font.size, swatch) + 4
+    keys = [_wrap(text, font, max(width - 3 * _PAD - samples[0].width, 1)) for text in SELECTION_KEY]
+    notes = _wrap(SELECTION_HEADERS, font, max(width - 2 * _PAD, 1))
+    legend = Image.new("RGB", (width, _PAD + (sum(map(len, keys)) + len(notes)) * line_h), "white")
+    draw = ImageDraw.Draw(legend)
+    y = _PAD // 2
+    for sample, lines in zip(samples, keys, strict=True):
+        legend.paste(sample, (_PAD, y))
+        for line in lines:
+            draw.text((2 * _PAD + sample.width, y), line, fill=_TEXT, font=font)
+            y += line_h
+    for line in notes:
+        draw.text((_PAD, y), line, fill=_TEXT, font=font)
+        y += line_h
+    return legend
 
 
 # -- text -----------------------------------------------------------------------------------------

@@ -61,3 +61,21 @@ def test_selection_gif_has_one_frame_per_step(tmp_path):
     assert gif.n_frames == 3 and gif.size == frames[0].size
     strip = viz.selection_strip(images, actives, ["0\ndense", "1\n0.50", "2\ndense"], ["a", "b"], scale=2)
     assert strip.width >= 3 * 16 and strip.height >= 2 * 16
+
+
+def test_selection_strip_ends_with_a_legend_of_its_colours_and_headers():
+    images = torch.rand(2, 3, 8, 8)
+    actives = [None, torch.rand(2, 4, 4) > 0.5]
+    strip = viz.selection_strip(images, actives, ["0\ndense", "1\n0.50"], ["a", "b"], scale=2)
+    legend = viz.selection_legend(strip.width)
+    assert legend.width == strip.width
+    below = np.asarray(strip)[-legend.height :].astype(int)  # the rows under the grid: the legend
+    assert (below == np.asarray(legend)).all()
+    line, left = 14 + 4, viz._PAD
+    line *= len(viz._wrap(viz.SELECTION_KEY[0], viz._font(), strip.width - 3 * viz._PAD - 3 * 14))
+    coloured = below[viz._PAD // 2 : viz._PAD // 2 + 14, left : left + 3 * 14]  # (14, 42, 3): first swatch
+    cached = below[viz._PAD // 2 + line : viz._PAD // 2 + line + 14, left : left + 3 * 14]  # the second one
+    assert (coloured.max(axis=-1) - coloured.min(axis=-1) > 100).any()  # full colour: recomputed patches
+    assert (cached.max(axis=-1) == cached.min(axis=-1)).all() and (cached < 250).all()  # grey, not white: cached
+    assert "recomputed" in viz.SELECTION_KEY[0] and "cached" in viz.SELECTION_KEY[1]
+    assert "step" in viz.SELECTION_HEADERS and "dense" in viz.SELECTION_HEADERS
