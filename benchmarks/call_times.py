@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from rasfw.adapters.partial import PartialForward
-from rasfw.bench import build_pipeline, machine
+from rasfw.app.bench import build_pipeline, machine
 
 
 def _ms(fn, repeats: int) -> float:

@@ -78,7 +78,7 @@ install_packages() {
     # shadowed by the rasfw/ folder there, which lacks the mapped rasfw.conf and rasfw.kernels.
     "$PY" -m pip install -q --no-deps --no-build-isolation -e . || return 1
     "$PY" -m pip install -q --no-deps --no-build-isolation plugins/rasfw_edge || echo "rasfw_edge not installed"
-    "$PY" -c "import rasfw.bench, rasfw.conf, diffusers, hydra; print('rasfw', rasfw.__file__, 'diffusers', diffusers.__version__)"
+    "$PY" -c "import rasfw.app.bench, rasfw.conf, diffusers, hydra; print('rasfw', rasfw.__file__, 'diffusers', diffusers.__version__)"
 }
 
 gpu_tests() {

@@ -1,6 +1,6 @@
 """`python -m rasfw`."""
 
-from rasfw.cli import main
+from rasfw.app.cli import main
 
 if __name__ == "__main__":
     main()

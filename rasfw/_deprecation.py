@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 _SHOWN: set[tuple[str, str]] = set()  # notices already shown in this process (a notice, not run state)
 
 
 def deprecated(old: str, new: str) -> None:
-    """Tell the user, once per process, that `old` still works but is now spelt `new` (stderr and the log).
+    """Tell the user, once per process, that `old` still works but is now spelt `new` (one line on stderr).
 
     Args:
         old: the old spelling, e.g. "execution.name".
@@ -20,4 +19,3 @@ def deprecated(old: str, new: str) -> None:
     _SHOWN.add((old, new))
     message = f"deprecated: {old} is now {new}; the old spelling still works for now"
     print(message, file=sys.stderr, flush=True)
-    logging.getLogger("rasfw").warning(message)

@@ -2,7 +2,7 @@
 
 The transformer gets named, removable diffusers hooks (`HookRegistry` / `ModelHook`, name `rasfw`): one
 on the transformer itself that plans each call and runs it through the chosen executor, and the
-adapter's hooks and attention processors inside it. The scheduler (not a module) gets instance-level
+adapter's hooks and attention processors inside it (the hook classes: `rasfw.adapters.hooks`). The scheduler (not a module) gets instance-level
 `set_timesteps` / `step` wrappers; removal puts back exactly what was there before.
 """
 
@@ -40,7 +40,7 @@ class _Part:
     transformer: torch.nn.Module
     adapter: ModelAdapter
     executor: Executor
-    hooked: Any  # rasfw.adapters.base.Hooked: the transformer's hook
+    hooked: Any  # rasfw.adapters.hooks.Hooked: the transformer's hook
 
 
 @dataclass
@@ -89,7 +89,7 @@ def apply_ras(
         >>> image = pipe("a cat", num_inference_steps=28).images[0]
         >>> remove_ras(pipe)
     """
-    from rasfw.adapters.base import HOOK_NAME, TransformerHook, attach_hook
+    from rasfw.adapters.hooks import HOOK_NAME, TransformerHook, attach_hook
 
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
@@ -227,7 +227,7 @@ def remove_ras(pipe: Any) -> None:
 
 
 def _detach(parts: list[_Part]) -> None:
-    from rasfw.adapters.base import detach_hook
+    from rasfw.adapters.hooks import detach_hook
 
     for part in parts:
         detach_hook(part.hooked)

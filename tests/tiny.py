@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from rasfw.testing.tiny import TinySD3Pipeline
-from rasfw.tiny import tiny_sd3_transformer
+from rasfw.pipelines.tiny import tiny_sd3_transformer
 
 __all__ = ["TinySD3Pipeline", "tiny_sd3_transformer"]

@@ -1,6 +1,6 @@
 """Tiny real diffusers pipelines, and the thin callables the adapter contract drives them through.
 
-The builders live in `rasfw.tiny` (the CLI's tiny model runners use them too); this module re-exports
+The builders live in `rasfw.pipelines.tiny` (the CLI's tiny model runners use them too); this module re-exports
 them and adds, per family, an object with `.transformer`, `.scheduler` and
 `__call__(batch, height, width, steps, guidance, seed) -> final latents` where image i draws its noise and
 prompt embeddings from seed `seed + i` alone (height and width are latent pixels).
@@ -14,7 +14,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from rasfw.adapters.flux import latent_image_ids as image_ids
 from rasfw.adapters.flux import pack_latents as pack
-from rasfw.tiny import (
+from rasfw.pipelines.tiny import (
     LATENT_CHANNELS,
     POOLED_DIM,
     TEXT_DIM,

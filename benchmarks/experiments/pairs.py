@@ -4,7 +4,7 @@ Each RAS point of `conf/table2_point/` (inactive tokens reused or forecast) is p
 point (`dense_<steps>`, 3 to 10 steps) that costs least among those costing no less than it: by FLOPs, and
 by measured time, read from `times.json` beside the sweep (`table2_times.py`: every point timed round-robin
 in one process) or, without it, from each job's own `time_s` (measured while other jobs ran: rough). Each pair is compared by a paired
-bootstrap over the same prompts and seeds (`rasfw.stats.compare`) on the reference-free metrics: FD, sFD
+bootstrap over the same prompts and seeds (`rasfw.app.stats.compare`) on the reference-free metrics: FD, sFD
 and alignment.
 
 RAS *Pareto-dominates* its partner when, at no more cost, it is at least as good on every metric (better,
@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from rasfw.stats import Comparison, compare
+from rasfw.app.stats import Comparison, compare
 
 HERE = Path(__file__).resolve().parent
 METRICS = (("fd", "FD", -1), ("sfd", "sFD", -1), ("alignment_accuracy", "alignment", 1))  # (key, label, better sign)

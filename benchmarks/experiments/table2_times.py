@@ -24,8 +24,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from rasfw import apply_ras, remove_ras
-from rasfw.bench import machine
-from rasfw.cli import build_sampler
+from rasfw.app.bench import machine
+from rasfw.app.cli import build_sampler
 from rasfw.embedded.data import prompt_set
 from rasfw.embedded.models import load_pipeline
 from rasfw.sampler import DenseSampler

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rasfw.report import CI_COLUMNS, METRICS
+from rasfw.app.report import CI_COLUMNS, METRICS
 
 HERE = Path(__file__).resolve().parent
 ABLATIONS = ("ablation_metric", "ablation_starvation", "ablation_reset", "ablation_kv_cache",

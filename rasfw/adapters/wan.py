@@ -29,7 +29,8 @@ from diffusers.hooks import ModelHook
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanTransformerBlock
 
 from rasfw.adapters._attention import RASProcessor, heads_view, tokens_view
-from rasfw.adapters.base import ProjectionCacheAdapter, ScatterHook, _argument
+from rasfw.adapters.base import ProjectionCacheAdapter, _argument
+from rasfw.adapters.hooks import ScatterHook
 from rasfw.backends.base import TokenBackend
 from rasfw.interfaces import TokenGrid
 from rasfw.registry import register

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-from rasfw.loop import sd3_denoise
-from rasfw.tiny import LATENT_CHANNELS, POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_sd3_transformer
+from rasfw.pipelines.loop import sd3_denoise
+from rasfw.pipelines.tiny import LATENT_CHANNELS, POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_sd3_transformer
 
 __all__ = ["TinySD3Pipeline", "tiny_sd3_loop"]
 
@@ -50,5 +50,5 @@ class TinySD3Pipeline:
 
 
 def tiny_sd3_loop(seed: int = 0, patch_size: int = 2) -> TinySD3Pipeline:
-    """A `TinySD3Pipeline` around `rasfw.tiny.tiny_sd3_transformer(seed, patch_size)`."""
+    """A `TinySD3Pipeline` around `rasfw.pipelines.tiny.tiny_sd3_transformer(seed, patch_size)`."""
     return TinySD3Pipeline(tiny_sd3_transformer(seed=seed, patch_size=patch_size))

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
-from rasfw.runners_diffusers import SD3Runner, TinyFluxRunner, TinyLuminaNextRunner, TinySD3Runner, TinyWanRunner
+from rasfw.pipelines.runners_diffusers import SD3Runner, TinyFluxRunner, TinyLuminaNextRunner, TinySD3Runner, TinyWanRunner
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
 from tests.tiny_pipelines import (
@@ -122,7 +122,7 @@ def test_real_runner_with_missing_weights_fails_with_one_line(path, message):
 
 
 def test_wan_runner_with_missing_weights_fails_with_one_line_and_names_the_tiny_model():
-    from rasfw.runners_diffusers import WanRunner
+    from rasfw.pipelines.runners_diffusers import WanRunner
 
     with pytest.raises(FileNotFoundError, match=r"^model.path: cannot load '/no/such/wan'.*try model=wan_tiny offline$"):
         WanRunner(path="/no/such/wan", device="cpu")
@@ -147,11 +147,11 @@ def test_real_runner_rejects_an_unknown_dtype():
 def test_model_configs_compose(model):
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
         cfg = compose("config", overrides=[f"model={model}"])
-    assert cfg.model._target_.startswith("rasfw.runners_diffusers.")
+    assert cfg.model._target_.startswith("rasfw.pipelines.runners_diffusers.")
 
 
 def test_cli_on_tiny_sd3_ratio_one_matches_dense(tmp_path):
-    from rasfw.cli import run as run_cli
+    from rasfw.app.cli import run as run_cli
 
     overrides = ["model=sd3_tiny", "steps=6", "ratio.warmup=2", "reset.steps=[4]", "height=32", "width=32"]
     overrides += ["prompts=[a red circle]", "progress=false"]
@@ -167,7 +167,7 @@ def test_cli_on_tiny_sd3_ratio_one_matches_dense(tmp_path):
 def test_cli_on_tiny_wan_writes_videos_and_ratio_one_matches_dense(tmp_path, two_stage):
     from PIL import Image
 
-    from rasfw.cli import run as run_cli
+    from rasfw.app.cli import run as run_cli
 
     overrides = ["model=wan_tiny", "model.frames=5", f"model.two_stage={str(two_stage).lower()}", "steps=6"]
     overrides += ["ratio.warmup=2", "reset.steps=[4]", "height=32", "width=48", "prompts=[a red circle,a cat]"]

@@ -1,6 +1,6 @@
 """Every bad input is one line naming the setting, exit code 2, no traceback and no summary.json.
 
-A table across every group and key of `conf/config.yaml`, run in-process (`rasfw.cli.main`). Each case is
+A table across every group and key of `conf/config.yaml`, run in-process (`rasfw.app.cli.main`). Each case is
 the overrides and a fragment the error line must contain (the setting's name, and often what is allowed).
 """
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from rasfw.cli import main
+from rasfw.app.cli import main
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false", "compare_dense=false"]
 
@@ -126,7 +126,7 @@ CASES = [
     ("model.weights=TEXT_FILE", "model.weights: TEXT_FILE is not a safetensors file"),
     ("model.weights=FOREIGN_FILE", "model.weights: FOREIGN_FILE is not an embedded-model file"),
     ("model.weights=/no/such/file.safetensors", "model.weights: no such file: /no/such/file.safetensors"),
-    ("model.device=gpu0", "model: cannot build rasfw.runners.MiniRunner: RuntimeError: Invalid device string: 'gpu0'"),
+    ("model.device=gpu0", "model: cannot build rasfw.pipelines.runners.MiniRunner: RuntimeError: Invalid device string: 'gpu0'"),
     ("model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3_tiny model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
@@ -197,7 +197,7 @@ def test_an_interrupted_or_failing_run_is_one_line(raised, code, message, tmp_pa
     def run(cfg, output_dir):
         raise raised
 
-    monkeypatch.setattr("rasfw.cli.run", run)
+    monkeypatch.setattr("rasfw.app.cli.run", run)
     with pytest.raises(SystemExit) as info:
         main([*QUIET, f"hydra.run.dir={tmp_path}"])
     err = capsys.readouterr().err.strip()

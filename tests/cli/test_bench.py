@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from rasfw.bench import markdown, measure, report
+from rasfw.app.bench import markdown, measure, report
 
 RUN = ["repeats=1", "steps=6", "warmup=2", "resets=[4]", "ratios=[0.5]"]
 SMALL = {  # per preset: one layer (of each kind), an 8x8 latent (16 image tokens), a short caption
@@ -111,7 +111,7 @@ def test_bench_rejects_a_gpu_preset_without_a_gpu(preset):
 
 
 def test_wan_flops_count_both_cfg_calls_of_a_step():
-    from rasfw.bench import build_pipeline, forward_flops, generation_flops
+    from rasfw.app.bench import build_pipeline, forward_flops, generation_flops
     from rasfw.sampler import DenseSampler
 
     cfg = config("cpu_wan")
@@ -125,7 +125,7 @@ def test_wan_flops_count_both_cfg_calls_of_a_step():
 @pytest.mark.parametrize("option", ["torch", "triton", "auto"])
 def test_bench_backend_is_the_main_commands_backend_group(option):
     """`backend=triton` picks conf/backend/triton.yaml as in the main command (a group, not a plain key)."""
-    from rasfw.bench import sampler_backend
+    from rasfw.app.bench import sampler_backend
 
     assert sampler_backend(config("cpu", f"backend={option}")) == option
     assert sampler_backend(config("cpu")) == "torch"
@@ -146,7 +146,7 @@ def restored_logging():
 
 
 def test_the_bench_log_holds_what_the_console_shows(tmp_path, capsys, restored_logging):
-    from rasfw.bench import main
+    from rasfw.app.bench import main
 
     main(["preset=cpu", *SMALL["cpu"], *RUN, "hydra/hydra_logging=none", f"hydra.run.dir={tmp_path}"])
     shown = [line for line in capsys.readouterr().out.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from rasfw.cli import main
+from rasfw.app.cli import main
 
 SMALL = ["steps=6", "ratio.warmup=2", "reset.steps=[4]", "progress=false"]
 # In-process runs: Hydra's logging would keep writing to pytest's closed capture streams.
@@ -85,7 +85,7 @@ def test_a_dense_sampler_run_names_its_pictures_after_dense_sampling(extra, file
 
 
 def test_the_grid_columns_name_what_ran():
-    from rasfw.pictures import columns
+    from rasfw.app.pictures import columns
 
     ras = columns(dense_sampler=False, steps=6, full_steps=6, cache=None)
     assert (ras.method, ras.method_header, ras.baseline, ras.baseline_header, ras.selects) == ("ras", "RAS", "dense", "dense", True)

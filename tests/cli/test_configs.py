@@ -10,7 +10,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from rasfw import REGISTRY
-from rasfw.settings import STRATEGY_GROUPS, build_sampler, check_settings, execution_option
+from rasfw.app.settings import STRATEGY_GROUPS, build_sampler, check_settings, execution_option
 from rasfw.strategies.ratios import warmup_steps
 
 CONF = resources.files("rasfw.conf")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rasfw import job
-from rasfw.cli import main
-from rasfw.precheck import precheck
-from rasfw.report import main as report_main
+from rasfw.app import job
+from rasfw.app.cli import main
+from rasfw.app.precheck import precheck
+from rasfw.app.report import main as report_main
 from tests.markers import needs_step_caches
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false"]
@@ -73,7 +73,7 @@ def test_the_summary_records_the_resolved_settings_and_the_overrides(tmp_path):
 
 
 def test_the_summary_records_per_prompt_values_features_and_intervals(tmp_path):
-    from rasfw import stats
+    from rasfw.app import stats
 
     s = run(tmp_path, "a", "timing.repeats=0")
     per_prompt = s["per_prompt"]
@@ -175,7 +175,7 @@ def test_ras_beside_a_step_cache_runs_and_the_cache_saves_on_the_warm_up(tmp_pat
     assert both["sampler"] == "ras" and both["cache"] == "first_block"
     assert both["active_tokens_per_step"] == ras["active_tokens_per_step"]
     assert both["flops_ratio"] < ras["flops_ratio"] and both["psnr_vs_dense"] is not None
-    from rasfw.report import method_label
+    from rasfw.app.report import method_label
 
     assert method_label(both) == "RAS + cache: first_block" and method_label(ras) == "RAS"
 

@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 
-from rasfw.bench import main as bench
-from rasfw.study import main as study
+from rasfw.app.bench import main as bench
+from rasfw.app.study import main as study
 
 
 def test_study_help_shows_its_usage_and_the_main_commands_settings(capsys):

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from rasfw.embedded import data
 from rasfw.embedded import patterns as pattern_data
-from rasfw.job import check_job_settings
-from rasfw.precheck import precheck
+from rasfw.app.job import check_job_settings
+from rasfw.app.precheck import precheck
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

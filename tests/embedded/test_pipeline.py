@@ -234,7 +234,7 @@ def test_each_refusal_is_one_line_naming_the_argument(kwargs, message):
 
 def test_a_size_the_model_cannot_sample_is_refused_as_the_cli_refuses_it(tmp_path, capsys):
     """One shared check (`rasfw.sizes.check_image_size`): the pipeline's line is the CLI's."""
-    from rasfw.cli import main
+    from rasfw.app.cli import main
 
     with pytest.raises(ValueError) as info:
         load_pipeline()("a", height=96, width=160, num_inference_steps=1, progress=False)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rasfw.study import main
+from rasfw.app.study import main
 
 pytestmark = pytest.mark.slow  # end to end: sweeps on the embedded model
 

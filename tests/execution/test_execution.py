@@ -12,7 +12,7 @@ import torch
 
 from rasfw import DenseSampler, RegionAdaptiveSampler, apply_ras, ras_execution, remove_ras
 from rasfw.execution import CompiledExecution, EagerExecution, build_executor
-from rasfw.loop import sd3_denoise
+from rasfw.pipelines.loop import sd3_denoise
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio
 from rasfw.strategies.resets import FixedReset
 from rasfw.testing.tiny import tiny_sd3_loop

@@ -1,4 +1,4 @@
-"""The sweep plots of `rasfw.report`: named by the experiment, fitted axes, labels apart, intervals drawn."""
+"""The sweep plots of `rasfw.app.report`: named by the experiment, fitted axes, labels apart, intervals drawn."""
 
 import itertools
 import json
@@ -7,7 +7,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.text import Annotation, Text
 
-from rasfw import report
+from rasfw.app import report
 
 
 def row(job: int, accuracy: float, flops: float, fd: float = 700.0, ci: float | None = 0.02) -> dict:

@@ -1,4 +1,4 @@
-"""Confidence intervals over prompts and paired comparisons (`rasfw.stats`), and how the report shows them."""
+"""Confidence intervals over prompts and paired comparisons (`rasfw.app.stats`), and how the report shows them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from rasfw import stats
+from rasfw.app import stats
 from rasfw.embedded.eval import frechet_distance
-from rasfw.report import write_report
-from rasfw.study import table
+from rasfw.app.report import write_report
+from rasfw.app.study import table
 
 DIM = 8  # features per prompt: small, so a Frechet distance costs microseconds
 

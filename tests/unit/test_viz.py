@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rasfw import viz
+from rasfw.app import viz
 
 
 def test_heat_colours_run_from_dark_blue_to_yellow():

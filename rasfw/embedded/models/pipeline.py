@@ -22,10 +22,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rasfw.embedded.models.text import TextEncoder
-from rasfw.loop import sd3_denoise
+from rasfw.pipelines.loop import sd3_denoise
 from rasfw.sizes import check_image_size
 from rasfw.strategies._checks import first_line
-from rasfw.viz import to_pil
+from rasfw.app.viz import to_pil
 
 __all__ = [
     "DEFAULT_CONFIG",

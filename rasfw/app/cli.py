@@ -1,8 +1,8 @@
 """`python -m rasfw`: the Hydra application. A thin `@hydra.main` around `run(cfg)`.
 
-The command line only: plugins loaded, the config checked before any job (`rasfw.precheck`), `--help`,
+The command line only: plugins loaded, the config checked before any job (`rasfw.app.precheck`), `--help`,
 and the run's outcome as one line (an error) or the summary and the files written. The run itself is
-`rasfw.run_steps`; the settings and their checks are `rasfw.settings`; the pictures `rasfw.pictures`.
+`rasfw.app.run_steps`; the settings and their checks are `rasfw.app.settings`; the pictures `rasfw.app.pictures`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
-from rasfw.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, report
-from rasfw.pictures import PICTURES
-from rasfw.precheck import precheck
+from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, report
+from rasfw.app.pictures import PICTURES
+from rasfw.app.precheck import precheck
 from rasfw.registry import REGISTRY
-from rasfw.run_steps import run
-from rasfw.settings import GROUPS, SETTINGS, UsageError
+from rasfw.app.run_steps import run
+from rasfw.app.settings import GROUPS, SETTINGS, UsageError
 from rasfw.strategies._checks import first_line
 
-# Still importable from here, where scripts and plugins import them (they live in rasfw.settings, rasfw.table_app).
-from rasfw.settings import STRATEGY_GROUPS, backend_name, build_method, build_sampler, check_settings  # noqa: F401, I001
-from rasfw.table_app import table_app  # noqa: F401
+# Still importable from here, where scripts and plugins import them (they live in rasfw.app.settings, rasfw.app.table_app).
+from rasfw.app.settings import STRATEGY_GROUPS, backend_name, build_method, build_sampler, check_settings  # noqa: F401, I001
+from rasfw.app.table_app import table_app  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -97,10 +97,10 @@ def _report_outcome(summary: dict, output_dir: Path, job_name: str) -> None:
 
 
 def _help(search_paths: list[str]) -> str:
-    """`--help`: every group's options, plugins' included, and every key explained (rasfw.help)."""
+    """`--help`: every group's options, plugins' included, and every key explained (rasfw.app.help)."""
     from hydra import compose, initialize_config_module
 
-    from rasfw.help import render_help
+    from rasfw.app.help import render_help
 
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
         cfg = compose("config", return_hydra_config=True)

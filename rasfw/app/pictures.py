@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rasfw import viz
+from rasfw.app import viz
 from rasfw.sampler import RegionAdaptiveSampler
 
 PICTURES = ("grid", "heatmap", "selection", "selection_strip")

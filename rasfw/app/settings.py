@@ -7,11 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw import job
+from rasfw.app import job
 from rasfw._deprecation import deprecated
 from rasfw.build import build, plain, registered_name, reject_nested_targets
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
-from rasfw.runners import PipelineRunner
+from rasfw.pipelines.runners import PipelineRunner
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.strategies._checks import integer, number
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw.console import fail, report
+from rasfw.app.console import fail, report
 
 
 def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: Callable[[dict, DictConfig], str],
@@ -22,7 +22,7 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
     `compute(cfg)` returns a JSON-serialisable dict; it is written with the config as
     `<config_name>.json`, and `render(result, cfg)` as `<config_name>.md`, in Hydra's output folder.
     A `ValueError` from `compute` is a usage error: one line, exit code 2. Lines shown with
-    `rasfw.console.report` also go to the job's log (`<output folder>/<config_name>.log` with
+    `rasfw.app.console.report` also go to the job's log (`<output folder>/<config_name>.log` with
     `hydra/job_logging: rasfw`). `--help` lists the groups and keys of `conf/<config_name>.yaml` only.
 
     Args:
@@ -68,7 +68,7 @@ def app_help(config_name: str, description: str) -> str:
     """
     from hydra import compose, initialize_config_module
 
-    from rasfw.help import key_comments, render_app_help
+    from rasfw.app.help import key_comments, render_app_help
 
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
         cfg = compose(config_name, return_hydra_config=True)

@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
-from rasfw.console import fail
+from rasfw.app.console import fail
 from rasfw.registry import REGISTRY
-from rasfw.settings import UsageError, build_method, check_settings
+from rasfw.app.settings import UsageError, build_method, check_settings
 from rasfw.strategies._checks import first_line
 
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job

@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw import job, pictures, stats
+from rasfw.app import job, pictures, stats
 from rasfw.build import build
 from rasfw.compare import psnr, psnr_per_image
-from rasfw.console import report
+from rasfw.app.console import report
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
-from rasfw.runners import PipelineRunner
+from rasfw.pipelines.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
-from rasfw.settings import (
+from rasfw.app.settings import (
     GROUPS, STRATEGY_GROUPS, UsageError, build_method, check_settings, execution_option, image_size,
 )
 
@@ -270,7 +270,7 @@ def timing(ctx: RunContext, dense: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def write_pictures(ctx: RunContext, method: MethodRun, dense: dict[str, Any] | None) -> dict[str, Any]:
-    """The pictures of the first call's images (`rasfw.pictures`); their file names by role.
+    """The pictures of the first call's images (`rasfw.app.pictures`); their file names by role.
 
     Args:
         ctx: the run's context.
@@ -418,7 +418,7 @@ def _untimed_reason(ctx: RunContext, dense: dict[str, Any] | None) -> str | None
 
 def _per_prompt(settings: dict[str, Any], images: torch.Tensor, dense_images: torch.Tensor | None,
                 evaluated: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """What a bootstrap over prompts needs from the run (`rasfw.stats`): each prompt's seed (that of its call),
+    """What a bootstrap over prompts needs from the run (`rasfw.app.stats`): each prompt's seed (that of its call),
     PSNR against the dense image of the same seed (null: identical) and the runner's per-prompt values.
 
     Args:
