@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from rasfw.testing.tiny import TinySD3Pipeline
 from rasfw.pipelines.tiny import tiny_sd3_transformer
+from rasfw.testing.tiny import TinySD3Pipeline
 
 __all__ = ["TinySD3Pipeline", "tiny_sd3_transformer"]

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
 from rasfw.app.console import fail
-from rasfw.registry import REGISTRY
 from rasfw.app.settings import UsageError, build_method, check_settings
+from rasfw.registry import REGISTRY
 from rasfw.strategies._checks import first_line
 
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from rasfw.registry import register
 from rasfw.pipelines.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
+from rasfw.registry import register
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TINY = {

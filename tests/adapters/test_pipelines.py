@@ -9,7 +9,13 @@ import torch
 from hydra import compose, initialize_config_module
 
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
-from rasfw.pipelines.runners_diffusers import SD3Runner, TinyFluxRunner, TinyLuminaNextRunner, TinySD3Runner, TinyWanRunner
+from rasfw.pipelines.runners_diffusers import (
+    SD3Runner,
+    TinyFluxRunner,
+    TinyLuminaNextRunner,
+    TinySD3Runner,
+    TinyWanRunner,
+)
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
 from tests.tiny_pipelines import (

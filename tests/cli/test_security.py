@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rasfw.build import build
 from rasfw.app.cli import main
+from rasfw.build import build
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false", "compare_dense=false"]
 

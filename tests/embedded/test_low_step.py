@@ -6,10 +6,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from rasfw.embedded import data
-from rasfw.embedded import patterns as pattern_data
 from rasfw.app.job import check_job_settings
 from rasfw.app.precheck import precheck
+from rasfw.embedded import data
+from rasfw.embedded import patterns as pattern_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

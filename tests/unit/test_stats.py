@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from rasfw.app import stats
-from rasfw.embedded.eval import frechet_distance
 from rasfw.app.report import write_report
 from rasfw.app.study import table
+from rasfw.embedded.eval import frechet_distance
 
 DIM = 8  # features per prompt: small, so a Frechet distance costs microseconds
 

@@ -21,11 +21,11 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from rasfw.app.viz import to_pil
 from rasfw.embedded.models.text import TextEncoder
 from rasfw.pipelines.loop import sd3_denoise
 from rasfw.sizes import check_image_size
 from rasfw.strategies._checks import first_line
-from rasfw.app.viz import to_pil
 
 __all__ = [
     "DEFAULT_CONFIG",
