@@ -70,7 +70,7 @@ def apply_ras(
         execution: how each transformer call runs: "eager" (default, bit-exact), "compile"
             (`torch.compile(fullgraph=True)`, one graph per call shape) or "cudagraph" (one captured CUDA
             graph per call shape; CUDA only), or an `Executor` instance (one transformer only).
-        **options: options of the executor (e.g. `backend="aot_eager"` for "compile").
+        **options: options of the executor (e.g. `compile_backend="aot_eager"` for "compile").
 
     Returns:
         The pipeline's `RegionState` (read it after a call for per-step statistics).

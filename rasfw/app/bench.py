@@ -48,16 +48,16 @@ import torch
 from omegaconf import DictConfig
 
 from rasfw.adapters.partial import PartialForward
-from rasfw.app.console import report as show
+from rasfw.app.console import show
+from rasfw.app.settings import execution_option
+from rasfw.app.synthetic import SyntheticPipeline, build_pipeline  # build_pipeline: still importable from here
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
-from rasfw.app.settings import execution_option
 from rasfw.state import RegionState
 from rasfw.strategies.ratios import ConstantRatio, warmup_steps
 from rasfw.strategies.resets import FixedReset
-from rasfw.app.synthetic import SyntheticPipeline, build_pipeline  # build_pipeline: still importable from here
 
 # -- measuring ------------------------------------------------------------------------------------------
 
@@ -174,10 +174,10 @@ class Measurement:
 
 def _options(cfg: DictConfig, execution: str) -> dict[str, Any]:
     """Executor options for `execution`: the `execution` group's settings when one mode was picked
-    (`execution=compile execution.backend=aot_eager`), else `compile_backend` for compile."""
+    (`execution=compile execution.compile_backend=aot_eager`), else `compile_backend` for compile."""
     if cfg.get("execution") is not None:
         return execution_option(cfg.execution)[1]
-    return {"backend": cfg.compile_backend} if execution == "compile" else {}
+    return {"compile_backend": cfg.compile_backend} if execution == "compile" else {}
 
 
 def run_configuration(
@@ -358,7 +358,7 @@ def commit() -> str | None:
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
-def report(cfg: DictConfig) -> dict[str, Any]:
+def results(cfg: DictConfig) -> dict[str, Any]:
     """Everything `bench.json` holds besides the config: where it ran, the versions, and the rows."""
     import diffusers
 
@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rasfw.app.table_app import table_app
 
     description = "how much of the FLOP saving of RAS turns into wall-clock time, per execution mode"
-    table_app("bench", report, lambda result, cfg: markdown(result["rows"], cfg), argv, description)
+    table_app("bench", results, lambda result, cfg: markdown(result["rows"], cfg), argv, description)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,26 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
-from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, report
+from rasfw._deprecation import renamed_overrides
+from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, show
 from rasfw.app.pictures import PICTURES
 from rasfw.app.precheck import precheck
-from rasfw.registry import REGISTRY
 from rasfw.app.run_steps import run
-from rasfw.app.settings import GROUPS, SETTINGS, UsageError
-from rasfw.strategies._checks import first_line
 
 # Still importable from here, where scripts and plugins import them (they live in rasfw.app.settings, rasfw.app.table_app).
-from rasfw.app.settings import STRATEGY_GROUPS, backend_name, build_method, build_sampler, check_settings  # noqa: F401, I001
+from rasfw.app.settings import (  # noqa: F401, I001
+    GROUPS,
+    SETTINGS,
+    STRATEGY_GROUPS,
+    UsageError,
+    backend_name,
+    build_method,
+    build_sampler,
+    check_settings,
+)
 from rasfw.app.table_app import table_app  # noqa: F401
+from rasfw.registry import REGISTRY
+from rasfw.strategies._checks import first_line
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -38,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Example: `main(["ratio.value=0.25", "prompts=[a red circle]"])` writes the run into `outputs/<date>/<time>/`.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = renamed_overrides(sys.argv[1:] if argv is None else argv)
     if not any(a.lower() in ("verbose=true", "verbose=1") for a in args):
         _quiet_libraries()
     try:
@@ -88,12 +97,12 @@ def _report_outcome(summary: dict, output_dir: Path, job_name: str) -> None:
     """The summary's headline figures and every file the run wrote, on the console and in the log."""
     keys = ("execution", "graphs", "speedup", "speedup_note", "flops_ratio", "max_abs_diff_vs_dense", "psnr_vs_dense")
     shown = {k: summary[k] for k in keys}
-    report(f"summary: {json.dumps(shown)}")
+    show(f"summary: {json.dumps(shown)}")
     files = [*summary.get("images", []), *summary.get("videos", []), *(summary[k] for k in PICTURES if k in summary)]
     written = [*files, "summary.json", *([summary["eval_features"]] if summary.get("eval_features") else []),
                f"{job_name}.log"]  # fmt: skip
     written = [name for name in written if (output_dir / name).exists()]
-    report(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
+    show(f"wrote {len(written)} files to {output_dir}:\n" + "\n".join(f"  {name}" for name in written))
 
 
 def _help(search_paths: list[str]) -> str:

@@ -14,7 +14,7 @@ EXIT_FAILURE = 1  # not a usage error: something failed while running
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
-def report(message: str) -> None:
+def show(message: str) -> None:
     """Print `message` for the user and log it (Hydra's job log, e.g. `<output dir>/rasfw.log`).
 
     Args:

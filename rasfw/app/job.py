@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rasfw._deprecation import renamed_setting
 from rasfw.flops import count_flops
 from rasfw.strategies._checks import integer
 
@@ -46,16 +47,17 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     # first testbed's for every other model.
     name = str(OmegaConf.select(cfg, "model.testbed", default="shapes"))
     prompt_set = get_testbed(name, "model.testbed").module().prompt_set
-    keys = ("prompts", "prompt_seed", "batch", "baseline_cache", "baseline_steps")
-    ev, timing = _section(cfg, "eval", keys), _section(cfg, "timing", ("repeats", "warmup"))
+    keys = ("prompts", "prompt_seed", "batch", "baseline_store", "baseline_steps")
+    ev = _section(cfg, "eval", keys, renamed={"baseline_cache": "baseline_store"})
+    timing = _section(cfg, "timing", ("repeats", "warmup"))
     count = ev.get("prompts")
     if count is not None:
         count = integer("eval.prompts", count, "[1, 100000] or null (null: the prompts list)", lambda v: 1 <= v <= 100000)
     prompt_seed = integer("eval.prompt_seed", ev.get("prompt_seed", 1234), "[0, 2**63)", lambda v: 0 <= v < 2**63)
     batch = integer("eval.batch", ev.get("batch", 64), "[1, inf)", lambda v: v >= 1)
-    folder = ev.get("baseline_cache")
+    folder = ev.get("baseline_store")
     if folder is not None and (not isinstance(folder, str) or not folder):
-        raise ValueError(f"eval.baseline_cache must be a folder path or null; got {folder!r}")
+        raise ValueError(f"eval.baseline_store must be a folder path or null; got {folder!r}")
     if not isinstance(cfg.get("match_flops", False), bool):
         raise ValueError(f"match_flops must be true or false; got {cfg.get('match_flops')!r}")
     baseline_steps = ev.get("baseline_steps")
@@ -66,7 +68,7 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
         "eval_prompt_set": None if count is None else prompt_set(count, prompt_seed)[0],
         "prompt_seed": prompt_seed,
         "batch": batch,
-        "baseline_cache": None if folder is None else Path(folder).expanduser(),
+        "baseline_store": None if folder is None else Path(folder).expanduser(),
         "baseline_steps": baseline_steps,  # steps of the dense baseline; None: the job's steps
         "repeats": integer("timing.repeats", timing.get("repeats", 3), "[0, 1000]", lambda v: 0 <= v <= 1000),
         "warmup": integer("timing.warmup", timing.get("warmup", 1), "[0, 100]", lambda v: 0 <= v <= 100),
@@ -74,16 +76,21 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _section(cfg: DictConfig, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _section(cfg: DictConfig, name: str, keys: tuple[str, ...], renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """The `name` node's settings as plain data, each old key of `renamed` (old -> new) moved to its new one."""
     node = cfg.get(name)
     if node is None:
         return {}
     if not OmegaConf.is_dict(node):
         raise ValueError(f"{name} must be a mapping with the keys {', '.join(keys)}; got {node!r}")
-    unknown = [k for k in node if k not in keys]
+    renamed = renamed or {}
+    unknown = [k for k in node if k not in keys and k not in renamed]
     if unknown:
         raise ValueError(f"{name}.{unknown[0]}: unknown setting; the {name} settings are {', '.join(keys)}")
-    return OmegaConf.to_container(node, resolve=True)
+    data = OmegaConf.to_container(node, resolve=True)
+    for old, new in renamed.items():
+        renamed_setting(data, old, new, name)
+    return data
 
 
 def resolved_settings(cfg: DictConfig, choices: dict[str, str], groups: tuple[str, ...]) -> dict[str, Any]:

@@ -19,16 +19,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw.app import job, pictures, stats
+from rasfw.app.console import show
+from rasfw.app.settings import (
+    GROUPS,
+    STRATEGY_GROUPS,
+    UsageError,
+    build_method,
+    check_settings,
+    execution_option,
+    image_size,
+)
 from rasfw.build import build
 from rasfw.compare import psnr, psnr_per_image
-from rasfw.app.console import report
 from rasfw.flops import count_flops
 from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.pipelines.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
-from rasfw.app.settings import (
-    GROUPS, STRATEGY_GROUPS, UsageError, build_method, check_settings, execution_option, image_size,
-)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any] | None
     size = image_size(runner, settings)
     with job.distributed() as (rank, world):
         if rank == 0:
-            report(f"model: {choice('model', cfg.model)} ({runner.weights})")
+            show(f"model: {choice('model', cfg.model)} ({runner.weights})")
         return run_steps(context(cfg, Path(output_dir), settings, sampler, cache, runner, size, rank, world))
 
 
@@ -210,7 +216,7 @@ def recount_flops(ctx: RunContext) -> int:
 
 def baseline(ctx: RunContext) -> dict[str, Any] | None:
     """The dense baseline at `full_steps` (None where none is wanted, or where the method is that baseline),
-    from `eval.baseline_cache` if it holds it, else computed (and stored there).
+    from `eval.baseline_store` if it holds it, else computed (and stored there).
 
     Args:
         ctx: the run's context.
@@ -225,7 +231,7 @@ def baseline(ctx: RunContext) -> dict[str, Any] | None:
         "prompts": settings["prompts"], "batch": settings["batch"],
     }  # fmt: skip
     key = job.baseline_key(fields)
-    folder = settings["baseline_cache"]
+    folder = settings["baseline_store"]
     found = job.load_baseline(folder, key) if ctx.rank == 0 else None
     if ctx.world > 1:
         found = job.from_rank0(found, ctx.world)
@@ -341,7 +347,7 @@ def write_summary(ctx: RunContext, method: MethodRun, dense: dict[str, Any] | No
     summary.update(evaluated)
     skipped = len(prompts) - summary.get("evaluated_images", len(prompts))
     if skipped:
-        report(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
+        show(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
                "its quality metrics skip them")  # fmt: skip
     if features:
         summary["eval_features"] = stats.save_features(ctx.out / stats.FEATURES_FILE, features).name

@@ -7,11 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw.app import job
 from rasfw._deprecation import deprecated
+from rasfw.app import job
 from rasfw.build import build, plain, registered_name, reject_nested_targets
-from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.pipelines.runners import PipelineRunner
+from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.strategies._checks import integer, number
 
@@ -34,7 +34,7 @@ SETTINGS = {
     "verbose": "let diffusers', transformers' and the hub's own warnings through",
     "match_flops": "with sampler=dense: sample with the step count whose FLOPs match RAS with this config's strategies",
     "eval": "evaluation: prompts (N: the first N of the fixed prompt set; null: the prompts list), prompt_seed, "
-            "batch (prompts per call), baseline_cache (folder reusing the dense baseline; null: none), baseline_steps (null: steps)",
+            "batch (prompts per call), baseline_store (folder where the dense baseline is stored and reused; null: none), baseline_steps (null: steps)",
     "timing": "warmup (untimed runs of each) and repeats (median of that many alternating runs; 0: no speed-up)",
 }  # fmt: skip
 """The plain top-level keys and what each means (the `--help` text)."""

@@ -12,7 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw.app.console import fail, report
+from rasfw._deprecation import renamed_overrides
+from rasfw.app.console import fail, show
 
 
 def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: Callable[[dict, DictConfig], str],
@@ -22,7 +23,7 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
     `compute(cfg)` returns a JSON-serialisable dict; it is written with the config as
     `<config_name>.json`, and `render(result, cfg)` as `<config_name>.md`, in Hydra's output folder.
     A `ValueError` from `compute` is a usage error: one line, exit code 2. Lines shown with
-    `rasfw.app.console.report` also go to the job's log (`<output folder>/<config_name>.log` with
+    `rasfw.app.console.show` also go to the job's log (`<output folder>/<config_name>.log` with
     `hydra/job_logging: rasfw`). `--help` lists the groups and keys of `conf/<config_name>.yaml` only.
 
     Args:
@@ -35,7 +36,7 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = renamed_overrides(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(app_help(config_name, description))
         return
@@ -52,8 +53,8 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
         (out / f"{config_name}.json").write_text(json.dumps(result, indent=2) + "\n")
         table = render(result, cfg)
         (out / f"{config_name}.md").write_text(table)
-        report(table)
-        report(f"wrote {out / f'{config_name}.json'}")
+        show(table)
+        show(f"wrote {out / f'{config_name}.json'}")
 
     task()
 

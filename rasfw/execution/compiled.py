@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rasfw._compat import compile_backend, compile_backends, inductor_modes, recompile_limit
+from rasfw._deprecation import deprecated
 from rasfw.execution.base import Executor
 from rasfw.registry import register
 
@@ -23,35 +24,49 @@ class CompiledExecution(Executor):
     earlier attachment built is reused and not counted again.
 
     Args:
-        backend: a `torch.compile` backend name ("inductor", "aot_eager", "eager", ...).
+        compile_backend: a `torch.compile` backend name ("inductor", "aot_eager", "eager", ...).
         mode: a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) or None.
         recompile_limit: graphs allowed per transformer forward, all attachments in the process together (one per
             distinct call shape and setting); a schedule with many active counts (a linear ramp) needs more than
             torch's default of 8.
+        backend: the old name of `compile_backend` (a one-line notice says so).
     """
 
     name = "compile"
 
-    def __init__(self, backend: str = "inductor", mode: str | None = None, recompile_limit: int = 64) -> None:
+    def __init__(
+        self,
+        compile_backend: str = "inductor",
+        mode: str | None = None,
+        recompile_limit: int = 64,
+        backend: str | None = None,
+    ) -> None:
         super().__init__()
-        if not isinstance(backend, str) or not backend:
-            raise ValueError(f"execution.backend must be a torch.compile backend name; got {backend!r}")
+        if backend is not None:  # the old name: `backend` is the token backend (`backend=torch|triton`)
+            deprecated("execution.backend", "execution.compile_backend")
+            compile_backend = backend
+        if not isinstance(compile_backend, str) or not compile_backend:
+            raise ValueError(f"execution.compile_backend must be a torch.compile backend name; got {compile_backend!r}")
         if mode is not None:
             modes = inductor_modes()
             if mode not in modes:
                 raise ValueError(f"execution.mode must be null or one of {', '.join(modes)}; got {mode!r}")
-            if backend != "inductor":
-                raise ValueError(f"execution.mode applies to the inductor backend only; got backend {backend!r}")
+            if compile_backend != "inductor":
+                raise ValueError(
+                    f"execution.mode applies to the inductor compile backend only; got compile_backend {compile_backend!r}"
+                )
         if not isinstance(recompile_limit, int) or recompile_limit < 1:
             raise ValueError(f"execution.recompile_limit must be an integer >= 1; got {recompile_limit!r}")
-        self.backend, self.mode, self.recompile_limit = backend, mode, recompile_limit
+        self.compile_backend, self.mode, self.recompile_limit = compile_backend, mode, recompile_limit
         self._compiled: Any = None
         self._forward: Any = None
 
     def check(self, device: torch.device) -> None:
-        if self.backend not in compile_backends(all_tags=True):
+        if self.compile_backend not in compile_backends(all_tags=True):
             known = ", ".join(compile_backends())
-            raise ValueError(f"execution.backend: unknown torch.compile backend '{self.backend}'; available: {known}")
+            raise ValueError(
+                f"execution.compile_backend: unknown torch.compile backend '{self.compile_backend}'; available: {known}"
+            )
 
     def run(self, forward, key, args, kwargs):
         if self._compiled is None or forward is not self._forward:
@@ -65,11 +80,11 @@ class CompiledExecution(Executor):
         self._compiled = self._forward = None
 
     def describe(self):
-        return {**super().describe(), "compile_backend": self.backend, "compile_mode": self.mode}
+        return {**super().describe(), "compile_backend": self.compile_backend, "compile_mode": self.mode}
 
     def _counting(self) -> _CountingBackend:
         """The chosen backend, wrapped to count the graphs it compiles into `graphs`."""
-        return _CountingBackend(self.backend, self.mode, self)
+        return _CountingBackend(self.compile_backend, self.mode, self)
 
 
 class _CountingBackend:

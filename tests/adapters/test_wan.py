@@ -203,7 +203,7 @@ def test_compile_runs_each_wan_call_as_one_full_graph():
     apply_ras(pipe, ras())
     eager = pipe(batch=2, height=8, width=12, steps=8, guidance=4.0)
     remove_ras(pipe)
-    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    apply_ras(pipe, ras(), execution="compile", compile_backend="aot_eager")
     compiled = pipe(batch=2, height=8, width=12, steps=8, guidance=4.0)
     executor = ras_execution(pipe)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from rasfw.app.bench import markdown, measure, report
+from rasfw.app.bench import markdown, measure, results
 
 RUN = ["repeats=1", "steps=6", "warmup=2", "resets=[4]", "ratios=[0.5]"]
 SMALL = {  # per preset: one layer (of each kind), an 8x8 latent (16 image tokens), a short caption
@@ -47,7 +47,7 @@ def check_rows(rows: list[dict]) -> None:
 
 def test_bench_rows_have_every_field_and_the_report_names_the_versions():
     cfg = config("cpu", "ratios=[0.5,0.25]", "kv_dtypes=[model,float8_e4m3fn]")
-    result = report(cfg)
+    result = results(cfg)
     assert {"machine", "torch", "diffusers", "commit", "rows"} <= set(result)
     rows = result["rows"]
     assert [(row["ratio"], row["kv_dtype"]) for row in rows] == [
@@ -78,7 +78,7 @@ def test_bench_runs_the_lumina_flux_and_wan_architectures(preset):
 
 
 def test_a_single_execution_replaces_the_list_with_its_options():
-    rows = measure(config("cpu", "executions=[eager]", "execution=compile", "execution.backend=aot_eager"))
+    rows = measure(config("cpu", "executions=[eager]", "execution=compile", "execution.compile_backend=aot_eager"))
     assert [(row["execution"], row["graphs"] > 0) for row in rows] == [("compile", True)]
     with pytest.raises(ValueError, match="execution=cudagraph needs a CUDA device"):
         measure(config("cpu", "executions=[eager]", "execution=cudagraph"))

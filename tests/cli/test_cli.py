@@ -118,7 +118,7 @@ def test_ratio_one_equals_dense_exactly(tmp_path, capsys):
         ("starvation.k=-0.5", "starvation.k must be in [0, 100]; got -0.5"),
         ("execution=cudagraph", "execution=cudagraph needs a CUDA device; the transformer is on cpu"),
         ("execution=warp", "execution: unknown option 'warp'; available: compile, cudagraph, eager"),
-        ("execution=compile execution.backend=nope", "execution.backend: unknown torch.compile backend 'nope'"),
+        ("execution=compile execution.compile_backend=nope", "execution.compile_backend: unknown torch.compile backend 'nope'"),
         ("sampler.kv_dtype=int8", "sampler.kv_dtype must be one of model, bfloat16, float16, float8_e4m3fn; got 'int8'"),
     ],
 )
@@ -158,7 +158,7 @@ def test_missing_model_path_is_one_line_and_exit_code_2(tmp_path, capsys):
 def test_compiled_run_reports_its_mode_and_graphs(tmp_path):
     """`execution=compile` (the cheap aot_eager backend here): same images as eager, graphs in the summary."""
     common = [*SMALL, *QUIET, "compare_dense=false", "prompts=[a small red circle at the top left]"]
-    main([*common, "execution=compile", "execution.backend=aot_eager", f"hydra.run.dir={tmp_path / 'c'}"])
+    main([*common, "execution=compile", "execution.compile_backend=aot_eager", f"hydra.run.dir={tmp_path / 'c'}"])
     main([*common, "sampler.kv_dtype=float8_e4m3fn", f"hydra.run.dir={tmp_path / 'e'}"])
     compiled = json.loads((tmp_path / "c" / "summary.json").read_text())
     eager = json.loads((tmp_path / "e" / "summary.json").read_text())

@@ -60,7 +60,8 @@ def test_execution_options_name_registered_executors_by_target():
         assert mode == name and "_target_" not in settings
 
 
-def test_the_old_execution_name_key_still_works_with_a_notice(capsys):
+def test_the_old_execution_name_key_still_works_with_a_notice(capsys, monkeypatch):
+    monkeypatch.setattr("rasfw._deprecation._SHOWN", set())  # notices show once per process
     mode, settings = execution_option(OmegaConf.create({"name": "compile", "backend": "aot_eager"}))
     assert (mode, settings) == ("compile", {"backend": "aot_eager"})
     assert "deprecated: execution.name is now execution._target_" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_every_shipped_experiment_declares_its_sweep_and_every_job_passes_the_ch
         sizes = [len(values.split(",")) if "glob" not in values else len(list((CONF / key.lstrip("+")).glob("*.yaml")))
                  for key, values in params.items()]  # fmt: skip
         assert __import__("math").prod(sizes) == jobs, name
-        assert cfg.eval.prompts == 64 and cfg.eval.baseline_cache
+        assert cfg.eval.prompts == 64 and cfg.eval.baseline_store
         precheck([f"+experiment={name}"])  # composes and checks every job of the declared sweep (no model loads)
 
 
@@ -93,15 +93,17 @@ def test_the_summary_records_per_prompt_values_features_and_intervals(tmp_path):
     assert stats.annotate(s, sample.features)["ci"] == s["ci"]  # recomputed from the files: the same
 
 
-def test_the_dense_baseline_is_computed_once_and_read_from_the_cache(tmp_path):
-    cache = tmp_path / "baselines"
-    first = run(tmp_path, "a", f"eval.baseline_cache={cache}", "timing.repeats=0")
-    assert first["dense_baseline"].startswith("computed, stored as ") and len(list(cache.glob("*.safetensors"))) == 1
-    second = run(tmp_path, "b", f"eval.baseline_cache={cache}", "metric=random", "timing.repeats=0")
+def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("rasfw._deprecation._SHOWN", set())  # notices show once per process
+    store = tmp_path / "baselines"
+    first = run(tmp_path, "a", f"eval.baseline_store={store}", "timing.repeats=0")
+    assert first["dense_baseline"].startswith("computed, stored as ") and len(list(store.glob("*.safetensors"))) == 1
+    second = run(tmp_path, "b", f"eval.baseline_cache={store}", "metric=random", "timing.repeats=0")  # the old key
+    assert "deprecated: eval.baseline_cache is now eval.baseline_store" in capsys.readouterr().err
     assert second["dense_baseline"].startswith("cache ")
     assert second["dense_flops"] == first["dense_flops"] and second["dense_fd"] == first["dense_fd"]
-    other = run(tmp_path, "c", f"eval.baseline_cache={cache}", "guidance=3.0", "timing.repeats=0")  # another key
-    assert other["dense_baseline"].startswith("computed") and len(list(cache.glob("*.safetensors"))) == 2
+    other = run(tmp_path, "c", f"eval.baseline_store={store}", "guidance=3.0", "timing.repeats=0")  # another key
+    assert other["dense_baseline"].startswith("computed") and len(list(store.glob("*.safetensors"))) == 2
 
 
 def test_dense_sampling_is_the_baseline_and_runs_once(tmp_path, monkeypatch):

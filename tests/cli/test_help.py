@@ -30,7 +30,7 @@ def test_bench_help_lists_only_the_groups_the_bench_uses_and_explains_its_keys(c
     text = capsys.readouterr().out
     groups = [line.split(":")[0] for line in text.splitlines() if re.match(r"^\w+: \w+\*?(, \w+\*?)*$", line)]
     assert sorted(groups) == ["backend", "execution"]  # not model, sampler, metric, ...: the bench has no such groups
-    assert "backend: auto, torch*, triton" in text and "execution.backend=inductor" in text
+    assert "backend: auto, torch*, triton" in text and "execution.compile_backend=inductor" in text
     for key in ("preset", "executions", "compile_backend", "ratios", "kv_dtypes", "repeats", "steps", "warmup", "resets",
                 "seed", "presets"):  # fmt: skip
         assert re.search(rf"^  {key} +\S.*\(default ", text, re.M), key

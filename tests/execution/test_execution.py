@@ -86,7 +86,7 @@ def test_each_active_count_is_one_graph():
     """A linear ratio ramp has a different active count at every RAS step: one graph each, no more."""
     pipe = SD3Call(tiny_sd3_pipeline(0))
     sampler = RegionAdaptiveSampler(ratio=LinearRatio(0.75, 0.25, warmup=2), reset=FixedReset([5]))
-    state = apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+    state = apply_ras(pipe, sampler, execution="compile", compile_backend="aot_eager")
     generate(pipe)
     ras_counts = {a for a, skip in zip(state.active_tokens_per_step, state.skips, strict=True) if skip > 0}
     executor = ras_execution(pipe)
@@ -105,7 +105,7 @@ def test_cudagraph_on_a_cpu_is_a_usage_error():
     ("execution", "options", "message"),
     [
         ("warp", {}, "execution: unknown execution 'warp'; available: compile, cudagraph, eager"),
-        ("compile", {"backend": "nope"}, "execution.backend: unknown torch.compile backend 'nope'"),
+        ("compile", {"compile_backend": "nope"}, "execution.compile_backend: unknown torch.compile backend 'nope'"),
         ("compile", {"fullgraph": False}, "execution=compile: .*fullgraph"),
         ("cudagraph", {"warmup": 0}, "execution.warmup must be an integer >= 1"),
     ],
@@ -116,7 +116,7 @@ def test_bad_execution_settings_are_one_line(execution, options, message):
 
 
 def test_build_executor_passes_instances_through():
-    executor = CompiledExecution(backend="aot_eager")
+    executor = CompiledExecution(compile_backend="aot_eager")
     assert build_executor(executor) is executor
     assert isinstance(build_executor(None), EagerExecution)
 
@@ -193,7 +193,7 @@ def test_compile_with_a_float8_cache_equals_eager():
     apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"))
     eager = generate(pipe)
     remove_ras(pipe)
-    apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"), execution="compile", backend="aot_eager")
+    apply_ras(pipe, ras(kv_dtype="float8_e4m3fn"), execution="compile", compile_backend="aot_eager")
     torch.testing.assert_close(generate(pipe), eager, **TOLERANCE)
 
 
@@ -211,14 +211,14 @@ def test_compile_builds_nothing_after_the_first_generation_nor_on_reattachment()
     eager = pipe(batch=2, steps=STEPS)
     remove_ras(pipe)
     before = _graphs_built()
-    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    apply_ras(pipe, ras(), execution="compile", compile_backend="aot_eager")
     first = pipe(batch=2, steps=STEPS)
     executor = ras_execution(pipe)
     assert executor.graphs == _graphs_built() - before == len(executor.keys) == 3  # what dynamo really built
     with torch.compiler.set_stance("fail_on_recompile"):  # any recompile is an error
         outputs = [pipe(batch=2, steps=STEPS), pipe(batch=2, steps=STEPS)]
         remove_ras(pipe)
-        apply_ras(pipe, ras(), execution="compile", backend="aot_eager")  # a new executor: the same graphs
+        apply_ras(pipe, ras(), execution="compile", compile_backend="aot_eager")  # a new executor: the same graphs
         outputs.append(pipe(batch=2, steps=STEPS))
     assert ras_execution(pipe).graphs == 0 and _graphs_built() - before == 3
     remove_ras(pipe)
@@ -231,11 +231,11 @@ def test_compile_counts_the_graphs_a_new_setting_adds():
     """A second attachment with another ratio builds (and counts) only its new RAS call shape."""
     pipe = tiny_sd3_loop(0)
     before = _graphs_built()
-    apply_ras(pipe, ras(), execution="compile", backend="aot_eager")
+    apply_ras(pipe, ras(), execution="compile", compile_backend="aot_eager")
     pipe(batch=1, steps=STEPS)
     remove_ras(pipe)
     sampler = RegionAdaptiveSampler(ratio=ConstantRatio(0.5, 2), reset=FixedReset([5]))
-    apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+    apply_ras(pipe, sampler, execution="compile", compile_backend="aot_eager")
     pipe(batch=1, steps=STEPS)
     assert ras_execution(pipe).graphs == 1 and _graphs_built() - before == 4
     remove_ras(pipe)
@@ -253,13 +253,13 @@ def test_compile_on_the_embedded_pipeline_builds_nothing_after_the_first_generat
                     generator=torch.Generator().manual_seed(0)).images  # fmt: skip
 
     before = _graphs_built()
-    apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+    apply_ras(pipe, sampler, execution="compile", compile_backend="aot_eager")
     first = generate()
     assert ras_execution(pipe).graphs == _graphs_built() - before == 3
     with torch.compiler.set_stance("fail_on_recompile"):
         outputs = [generate(), generate()]
         remove_ras(pipe)
-        apply_ras(pipe, sampler, execution="compile", backend="aot_eager")
+        apply_ras(pipe, sampler, execution="compile", compile_backend="aot_eager")
         outputs.append(generate())
     assert ras_execution(pipe).graphs == 0 and _graphs_built() - before == 3
     remove_ras(pipe)

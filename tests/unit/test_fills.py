@@ -180,7 +180,7 @@ def test_compile_with_a_forecasting_fill_equals_eager_in_one_graph_per_call_shap
     apply_ras(pipe, ras(TaylorFill(2)))
     eager = generate(pipe)
     remove_ras(pipe)
-    apply_ras(pipe, ras(TaylorFill(2)), execution="compile", backend="aot_eager")  # fullgraph: a break fails
+    apply_ras(pipe, ras(TaylorFill(2)), execution="compile", compile_backend="aot_eager")  # fullgraph: a break fails
     first = generate(pipe)
     executor = ras_execution(pipe)
     graphs = executor.graphs
