@@ -19,7 +19,7 @@ TINY = [
 def test_the_study_is_the_experiment_and_ends_in_its_table(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     main([*TINY, "ratio.value=0.5", "+study_point=ras_h1,ras_h0,dense_matched",
-          f"eval.baseline_cache={tmp_path / 'baselines'}", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+          f"eval.baseline_store={tmp_path / 'baselines'}", f"hydra.sweep.dir={sweep}"])  # fmt: skip
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
     assert len(summaries) == 3 and {s["prompt_count"] for s in summaries} == {4}
     assert (sweep / "results.csv").exists() and (sweep / "results.md").exists()  # as every sweep ends
@@ -39,7 +39,7 @@ def test_the_study_is_the_experiment_and_ends_in_its_table(tmp_path, capsys):
 def test_another_experiment_through_the_alias_has_a_row_per_kv_dtype(tmp_path):
     sweep = tmp_path / "sweep"
     main(["+experiment=study_kv_dtype", *TINY, "ratio.value=0.5", "sampler.kv_dtype=model,float8_e4m3fn",
-          f"eval.baseline_cache={tmp_path / 'baselines'}", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+          f"eval.baseline_store={tmp_path / 'baselines'}", f"hydra.sweep.dir={sweep}"])  # fmt: skip
     text = (sweep / "study.md").read_text()
     assert "| RAS 0.5, h=0.0 | 6 |" in text and "| RAS 0.5, h=0.0, K/V float8_e4m3fn | 6 |" in text
 
