@@ -96,3 +96,17 @@ def test_weights_transfer_to_a_larger_image_and_vocabulary():
     for word in ("red", "circle", "left"):
         assert torch.equal(t_te.token.weight[t_te.vocab.index[word]], s_te.token.weight[s_te.vocab.index[word]])
     assert torch.equal(t_te.position[:8], s_te.position)
+
+
+def test_the_shipped_patterns_model_runs_from_the_cli_and_is_scored(tmp_path):
+    from rasfw.cli import main
+
+    out = tmp_path / "run"
+    main([
+        "model=patterns", "steps=4", "ratio.warmup=2", "reset.steps=[]", "eval.prompts=2", "eval.batch=2",
+        "timing.repeats=0", "progress=false", "hydra/job_logging=none", "hydra/hydra_logging=none", f"hydra.run.dir={out}",
+    ])  # fmt: skip
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["weights"].endswith("patterns_sd3.safetensors")
+    assert summary["evaluated_images"] == 2 and 0 <= summary["pattern_accuracy"] <= 1
+    assert summary["flops_ratio"] < 1 and summary["psnr_vs_dense"] > 0
