@@ -32,15 +32,7 @@ def build(node: DictConfig | dict[str, Any], kind: str, setting: str, **kwargs: 
         ValueError: a missing or unregistered `_target_`, an instantiation key nested in a value or
             other than `_target_` at the top, or settings the class refuses; one line naming the setting.
     """
-    data = plain(node, setting)
-    target = data.pop("_target_", None)
-    if target is None:
-        raise ValueError(f"{setting}._target_ is missing; it must name a registered {kind} class")
-    for key in data:
-        if key in _INSTANTIATION_KEYS:
-            raise ValueError(f"{setting}.{key}: not supported; configs build only registered classes, by _target_")
-    reject_nested_targets(data, setting)
-    cls = REGISTRY.by_target(kind, target, f"{setting}._target_")
+    cls, target, data = _registered(node, kind, setting)
     try:
         return cls(**data, **kwargs)
     except (ValueError, FileNotFoundError):
@@ -65,6 +57,13 @@ def registered_name(node: DictConfig | dict[str, Any], kind: str, setting: str) 
     Raises:
         ValueError: a missing or unregistered `_target_`, or an instantiation key anywhere else.
     """
+    cls, _, data = _registered(node, kind, setting)
+    return REGISTRY.name_of(kind, cls), data
+
+
+def _registered(node: DictConfig | dict[str, Any], kind: str, setting: str) -> tuple[type, str, dict[str, Any]]:
+    """The registered class a node's `_target_` names, that `_target_`, and the node's other settings,
+    checked: no other instantiation key, no `_target_` nested in a value."""
     data = plain(node, setting)
     target = data.pop("_target_", None)
     if target is None:
@@ -73,7 +72,7 @@ def registered_name(node: DictConfig | dict[str, Any], kind: str, setting: str) 
         if key in _INSTANTIATION_KEYS:
             raise ValueError(f"{setting}.{key}: not supported; configs build only registered classes, by _target_")
     reject_nested_targets(data, setting)
-    return REGISTRY.name_of(kind, REGISTRY.by_target(kind, target, f"{setting}._target_")), data
+    return REGISTRY.by_target(kind, target, f"{setting}._target_"), target, data
 
 
 def plain(node: DictConfig | dict[str, Any], setting: str) -> dict[str, Any]:

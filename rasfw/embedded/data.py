@@ -27,6 +27,7 @@ __all__ = [
     "sample_batch",
     "sample_attributes",
     "prompt_set",
+    "balanced_labels",
     "vocabulary_words",
 ]
 
@@ -102,10 +103,10 @@ def parse_prompt(prompt: str) -> dict[str, int] | None:
     return None
 
 
-def vocabulary_words() -> list[str]:
-    """Every word a prompt can contain, in a fixed order."""
+def vocabulary_words(attributes: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Every word a prompt can contain, in a fixed order (`attributes`: another testbed's; None: these)."""
     words = ["a", "at", "the", "and"]
-    for values in ATTRIBUTES.values():
+    for values in (ATTRIBUTES if attributes is None else attributes).values():
         for value in values:
             for w in value.split():
                 if w not in words:
@@ -113,9 +114,12 @@ def vocabulary_words() -> list[str]:
     return words
 
 
-def sample_attributes(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Uniform random attribute indices, each a long (n,) tensor."""
-    return {name: torch.randint(len(values), (n,), generator=generator) for name, values in ATTRIBUTES.items()}
+def sample_attributes(
+    n: int, generator: torch.Generator, attributes: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, torch.Tensor]:
+    """Uniform random attribute indices, each a long (n,) tensor (`attributes`: another testbed's; None: these)."""
+    attributes = ATTRIBUTES if attributes is None else attributes
+    return {name: torch.randint(len(values), (n,), generator=generator) for name, values in attributes.items()}
 
 
 def _background(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
@@ -234,15 +238,20 @@ def prompt_set(n: int = 200, seed: int = 1234) -> tuple[list[str], dict[str, tor
 
     The attributes cycle through every combination in a seeded order, so small sets are balanced.
     """
+    labels = balanced_labels(n, seed, ATTRIBUTES)
+    prompts = [make_prompt({k: int(v[i]) for k, v in labels.items()}) for i in range(n)]
+    return prompts, labels
+
+
+def balanced_labels(n: int, seed: int, attributes: dict[str, tuple[str, ...]]) -> dict[str, torch.Tensor]:
+    """`n` attribute labels that cycle through every combination of `attributes` in a seeded order."""
     g = torch.Generator().manual_seed(seed)
-    counts = [len(v) for v in ATTRIBUTES.values()]
+    counts = [len(v) for v in attributes.values()]
     total = math.prod(counts)
     order = torch.cat([torch.randperm(total, generator=g) for _ in range(n // total + 1)])[:n]
     labels: dict[str, torch.Tensor] = {}
     rest = order.clone()
-    for name, k in zip(reversed(list(ATTRIBUTES)), reversed(counts), strict=True):
+    for name, k in zip(reversed(list(attributes)), reversed(counts), strict=True):
         labels[name] = rest % k
         rest = rest // k
-    labels = {name: labels[name] for name in ATTRIBUTES}
-    prompts = [make_prompt({k: int(v[i]) for k, v in labels.items()}) for i in range(n)]
-    return prompts, labels
+    return {name: labels[name] for name in attributes}

@@ -25,7 +25,10 @@ from rasfw.embedded.data import (
     Batch,
     _background,
     _signed_distance,
+    balanced_labels,
 )
+from rasfw.embedded.data import sample_attributes as _sample_attributes
+from rasfw.embedded.data import vocabulary_words as _vocabulary_words
 
 __all__ = [
     "PATTERNS",
@@ -86,13 +89,7 @@ def parse_prompt(prompt: str) -> dict[str, int] | None:
 
 def vocabulary_words() -> list[str]:
     """Every word a prompt can contain, in a fixed order (the first testbed's words first)."""
-    words = ["a", "at", "the", "and"]
-    for values in ATTRIBUTES.values():
-        for value in values:
-            for w in value.split():
-                if w not in words:
-                    words.append(w)
-    return words
+    return _vocabulary_words(ATTRIBUTES)
 
 
 def _pattern(pattern: torch.Tensor, n: int, size: int, g: torch.Generator) -> torch.Tensor:
@@ -140,7 +137,7 @@ def render(
 
 def sample_attributes(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Uniform random attribute indices, each a long (n,) tensor."""
-    return {name: torch.randint(len(values), (n,), generator=generator) for name, values in ATTRIBUTES.items()}
+    return _sample_attributes(n, generator, ATTRIBUTES)
 
 
 def sample_batch(n: int, seed: int | None = None, *, generator: torch.Generator | None = None, **_: object) -> Batch:
@@ -161,15 +158,6 @@ def sample_batch(n: int, seed: int | None = None, *, generator: torch.Generator 
 def prompt_set(n: int = 200, seed: int = 1234) -> tuple[list[str], dict[str, torch.Tensor]]:
     """A fixed evaluation set of prompts and their labels; the attributes cycle through every combination in
     a seeded order, so small sets are balanced."""
-    g = torch.Generator().manual_seed(seed)
-    counts = [len(v) for v in ATTRIBUTES.values()]
-    total = math.prod(counts)
-    order = torch.cat([torch.randperm(total, generator=g) for _ in range(n // total + 1)])[:n]
-    labels: dict[str, torch.Tensor] = {}
-    rest = order.clone()
-    for name, k in zip(reversed(list(ATTRIBUTES)), reversed(counts), strict=True):
-        labels[name] = rest % k
-        rest = rest // k
-    labels = {name: labels[name] for name in ATTRIBUTES}
+    labels = balanced_labels(n, seed, ATTRIBUTES)
     prompts = [make_prompt({k: int(v[i]) for k, v in labels.items()}) for i in range(n)]
     return prompts, labels
