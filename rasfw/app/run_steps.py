@@ -236,7 +236,7 @@ def baseline(ctx: RunContext) -> dict[str, Any] | None:
     if ctx.world > 1:
         found = job.from_rank0(found, ctx.world)
     if found is not None:
-        return {**found, "key": key, "origin": f"cache {key}"}
+        return {**found, "key": key, "origin": f"read from the store, {key}"}
     label = ctx.progress("dense")
     make = lambda c, s: (ctx.make(c, s, ctx.full_steps, label), None)  # noqa: E731
     generated = job.generate_all(settings["prompts"], settings["batch"], make, ctx.rank, ctx.world)

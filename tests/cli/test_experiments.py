@@ -100,7 +100,7 @@ def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path, c
     assert first["dense_baseline"].startswith("computed, stored as ") and len(list(store.glob("*.safetensors"))) == 1
     second = run(tmp_path, "b", f"eval.baseline_cache={store}", "metric=random", "timing.repeats=0")  # the old key
     assert "deprecated: eval.baseline_cache is now eval.baseline_store" in capsys.readouterr().err
-    assert second["dense_baseline"].startswith("cache ")
+    assert second["dense_baseline"].startswith("read from the store, ")
     assert second["dense_flops"] == first["dense_flops"] and second["dense_fd"] == first["dense_fd"]
     other = run(tmp_path, "c", f"eval.baseline_store={store}", "guidance=3.0", "timing.repeats=0")  # another key
     assert other["dense_baseline"].startswith("computed") and len(list(store.glob("*.safetensors"))) == 2

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rasfw.app.viz import to_pil
 from rasfw.embedded.models.text import TextEncoder
 from rasfw.pipelines.loop import sd3_denoise
 from rasfw.sizes import check_image_size
@@ -233,7 +233,7 @@ class MiniPipeline:
                 reset()
         images = ((latents.float() + 1) / 2).clamp(0, 1)  # (B, 3, H, W): the model works in [-1, 1] pixels
         if output_type == "pil":
-            images = [to_pil(image) for image in images]
+            images = VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images))
         elif output_type == "np":
             images = images.permute(0, 2, 3, 1).cpu().numpy()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
