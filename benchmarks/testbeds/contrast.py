@@ -37,6 +37,7 @@ PAIRS = {  # experiment -> (a, b) pairs
         ("ras_050", "first_block_020"),
         ("ras_050", "taylorseer_5"),
         ("ras_025", "first_block_040"),
+        ("ras_025_taylor", "taylorseer_5"),
         ("ras_025_first_block_020", "ras_025"),
         ("ras_025_taylorseer_2", "ras_025"),
     ),

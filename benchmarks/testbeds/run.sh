@@ -28,6 +28,9 @@ for name in $MODELS; do
     mkdir -p "$keep/$job" && cp "$summary" "$keep/$job/"
     if [ -f "$(dirname "$summary")/eval_features.npz" ]; then cp "$(dirname "$summary")/eval_features.npz" "$keep/$job/"; fi
   done
+  if [ "$EXPERIMENT" = pareto ]; then   # the plot docs/models/patterns.md shows
+    mkdir -p docs/img/testbeds && cp "$keep/pareto_flops.png" "docs/img/testbeds/${folder}_pareto_flops.png"
+  fi
 done
 $PY benchmarks/testbeds/contrast.py $(ls -d benchmarks/testbeds/*/ | sort) > benchmarks/testbeds/contrast.md
 echo "wrote benchmarks/testbeds/contrast.md"
