@@ -19,13 +19,7 @@ for name in $EXPERIMENTS; do
   $PY -m rasfw -m +experiment="$name" eval.prompts="$PROMPTS" eval.batch="$BATCH" hydra.sweep.dir="$sweep" \
     hydra/job_logging=none hydra/hydra_logging=none
   keep=benchmarks/experiments/$name
-  rm -rf "$keep" && mkdir -p "$keep"
-  cp "$sweep"/results.md "$sweep"/*.png "$sweep"/*.csv "$keep"/
-  for summary in "$sweep"/*/summary.json; do
-    job=$(basename "$(dirname "$summary")")
-    mkdir -p "$keep/$job" && cp "$summary" "$keep/$job/"
-    if [ -f "$(dirname "$summary")/eval_features.npz" ]; then cp "$(dirname "$summary")/eval_features.npz" "$keep/$job/"; fi
-  done
+  bash benchmarks/keep_sweep.sh "$sweep" "$keep"
   mkdir -p docs/img/experiments   # the plots docs/experiments.md shows
   case $name in
     pareto|table2) shown="pareto_flops pareto_time" ;;

@@ -21,13 +21,7 @@ for name in $MODELS; do
   $PY -m rasfw -m +experiment="$EXPERIMENT" model="$model" eval.prompts="$PROMPTS" eval.batch="$BATCH" timing.repeats=0 \
     hydra.sweep.dir="$sweep" hydra/job_logging=none hydra/hydra_logging=none
   keep=benchmarks/testbeds/$folder
-  rm -rf "$keep" && mkdir -p "$keep"
-  cp "$sweep"/results.md "$sweep"/*.png "$sweep"/*.csv "$keep"/
-  for summary in "$sweep"/*/summary.json; do
-    job=$(basename "$(dirname "$summary")")
-    mkdir -p "$keep/$job" && cp "$summary" "$keep/$job/"
-    if [ -f "$(dirname "$summary")/eval_features.npz" ]; then cp "$(dirname "$summary")/eval_features.npz" "$keep/$job/"; fi
-  done
+  bash benchmarks/keep_sweep.sh "$sweep" "$keep"
   if [ "$EXPERIMENT" = pareto ]; then   # the plot docs/models/patterns.md shows
     mkdir -p docs/img/testbeds && cp "$keep/pareto_flops.png" "docs/img/testbeds/${folder}_pareto_flops.png"
   fi
