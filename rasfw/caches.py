@@ -10,23 +10,24 @@ pipelines do (the embedded pipeline does).
 **Beside RAS.** Both diffusers caches keep state per token position: First Block Cache compares the first
 block's residual with the one of the step before, TaylorSeer extrapolates each block's output from earlier
 steps. That state is valid only while a step computes the same tokens, in the same order, as the step
-before. RAS computes a new token set at every RAS step. `StepCache.follow` therefore makes the cache forget
-its state between two steps unless both are dense (all tokens): the cache then acts on runs of dense steps
-(the warm-up) and RAS steps always run their blocks. The image is never built from another token's cached
+before. RAS computes a new token set at every RAS step, and its capture steps (the dense step before a RAS
+step) must run every block, since they fill the key/value caches. `apply_ras` therefore finds these hooks on
+the transformer at the start of every generation, whoever attached them (`cache=` here, or diffusers'
+`transformer.enable_cache(...)`), and makes them forget their state before any step that is not a dense,
+non-capture step following a dense step (`RegionAdaptiveSampler.same_tokens`): the cache then acts on runs
+of dense steps (the warm-up before the capture step) and every other step runs all its blocks. Other
+stateful diffusers hooks are refused before the first step (`followed_step_caches`). The image is never built from another token's cached
 state; how much the pair saves over RAS alone is measured in `docs/experiments.md`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from rasfw.registry import register
 from rasfw.strategies._checks import integer, number
-
-if TYPE_CHECKING:
-    from rasfw.state import RegionState
 
 
 class StepCache:
@@ -75,29 +76,40 @@ class StepCache:
             if getattr(hook, "_is_stateful", False):
                 hook.reset_state(module)
 
-    def follow(self, state: RegionState, transformer: torch.nn.Module) -> None:
-        """Run beside RAS (or dense sampling through its hooks) on `transformer`, which this cache is applied to.
-
-        After each step of a generation the cache forgets its state unless the step just done and the next
-        are both dense: a cache compares or extrapolates per token position, and RAS changes which tokens a
-        step computes (see the module docstring). With `sampler=dense` nothing is forgotten mid-generation.
-        """
-        if not self._added:
-            return
-
-        def forget_unless_dense(state: RegionState) -> None:
-            step = state.step
-            if state.skips is not None and step < state.num_steps and (state.skips[step - 1] or state.skips[step]):
-                self.reset(transformer)
-
-        state.step_callbacks.append(forget_unless_dense)
-
     def _target(self, transformer: torch.nn.Module) -> torch.nn.Module:
         """The module diffusers' `apply_*` function is given (the transformer itself by default)."""
         return transformer
 
     def _config_kwargs(self) -> dict[str, Any]:
         return self.params()
+
+
+FOLLOWED_HOOKS = ("FBCHeadBlockHook", "TaylorSeerCacheHook")
+"""diffusers' stateful step-cache hooks RAS follows: reset (diffusers' `reset_state`) whenever the next step
+computes other tokens than the last, so each only ever compares or extrapolates one token set."""
+
+
+def followed_step_caches(transformer: torch.nn.Module) -> list[tuple[torch.nn.Module, Any]]:
+    """`(module, hook)` of every step-cache hook on `transformer` that RAS follows (`FOLLOWED_HOOKS`).
+
+    Raises:
+        ValueError: another stateful diffusers hook is on the transformer (FasterCache, MagCache, Pyramid
+            Attention Broadcast, ...): its state is per token position and RAS cannot follow it.
+    """
+    followed = []
+    for name, module in transformer.named_modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook_name, hook in getattr(registry, "hooks", {}).items():
+            if hook_name == "rasfw" or not getattr(hook, "_is_stateful", False):
+                continue
+            if type(hook).__name__ not in FOLLOWED_HOOKS:
+                raise ValueError(
+                    f"apply_ras: {name or 'the transformer'} carries the stateful hook '{hook_name}' "
+                    f"({type(hook).__name__}), which keeps per-token state RAS cannot follow; remove it "
+                    "(transformer.disable_cache()) or use First Block Cache or TaylorSeer"
+                )
+            followed.append((module, hook))
+    return followed
 
 
 def _hook_names(model: torch.nn.Module) -> set[tuple[str, str]]:

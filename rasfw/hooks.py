@@ -19,7 +19,7 @@ from rasfw.execution.base import Executor, build_executor
 from rasfw.interfaces import ModelAdapter
 from rasfw.registry import REGISTRY
 from rasfw.sampler import RegionAdaptiveSampler
-from rasfw.state import RegionState
+from rasfw.state import RegionState, StaleCacheError
 
 _ATTR = "_rasfw_attachment"
 _MISSING = object()
@@ -90,6 +90,7 @@ def apply_ras(
         >>> remove_ras(pipe)
     """
     from rasfw.adapters.hooks import HOOK_NAME, TransformerHook, attach_hook
+    from rasfw.caches import followed_step_caches
 
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
@@ -112,6 +113,8 @@ def apply_ras(
         )
     if isinstance(execution, Executor) and len(transformers) > 1:
         raise ValueError("execution: a pipeline with two transformers needs an execution mode by name (one executor each)")
+    for transformer in transformers.values():
+        followed_step_caches(transformer)  # refuses a step cache RAS cannot follow, before anything changes
     device = _device(transformers["transformer"])
     executors = {scope: build_executor(execution, **options) for scope in transformers}
     for scope, transformer in transformers.items():
@@ -119,6 +122,7 @@ def apply_ras(
     adapters = {scope: find_adapter(transformer)() for scope, transformer in transformers.items()}
     backend = resolve_backend(sampler.backend, device)
     state = RegionState(keep_buffers=any(e.keeps_buffers for e in executors.values()))
+    state.check_writes = all(e.name == "eager" for e in executors.values())  # graphs run every module they hold
     parts: list[_Part] = []
     try:
         for scope, transformer in transformers.items():
@@ -135,14 +139,18 @@ def apply_ras(
         _detach(parts)
         raise
     saved = {name: vars(scheduler).get(name, _MISSING) for name in _SCHEDULER_METHODS if hasattr(scheduler, name)}
-    _wrap_scheduler(scheduler, sampler, adapters["transformer"], state)
+    _wrap_scheduler(scheduler, sampler, transformers["transformer"], adapters["transformer"], state)
     object.__setattr__(pipe, _ATTR, _Attachment(parts, scheduler, sampler, backend, state, saved))
     return state
 
 
-def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: ModelAdapter, state: RegionState) -> None:
+def _wrap_scheduler(
+    scheduler: Any, sampler: RegionAdaptiveSampler, transformer: torch.nn.Module, adapter: ModelAdapter, state: RegionState
+) -> None:
     """Instance-level wrappers of the scheduler's `set_timesteps`, `set_begin_index` (where it has one) and
     `step`, each marked `_rasfw` so that `remove_ras` can tell they are still its own."""
+    from rasfw.adapters.hooks import skippers
+
     original_set_timesteps, original_step = scheduler.set_timesteps, scheduler.step
 
     @functools.wraps(original_set_timesteps)  # pipelines inspect its signature (FluxPipeline: sigmas=)
@@ -171,11 +179,16 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
         model_output = args[0] if args else kwargs["model_output"]
         sample = args[2] if len(args) > 2 else kwargs["sample"]
         try:
+            state.verify_step()
             sampler.observe(state, model_output, adapter.grid(sample))
+        except StaleCacheError as exc:
+            state.release_caches()
+            raise StaleCacheError(f"{exc}{skippers(transformer, exc.module)}", exc.module) from None
         except BaseException:  # an error or Ctrl-C ends the generation: do not hold its caches
             state.release_caches()
             raise
         state.step += 1
+        _forget_step_caches(sampler, state)
         if state.step >= state.num_steps:
             state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
         for callback in state.step_callbacks:
@@ -186,6 +199,16 @@ def _wrap_scheduler(scheduler: Any, sampler: RegionAdaptiveSampler, adapter: Mod
     for name, wrapper in wrappers.items():
         wrapper._rasfw = True
         setattr(scheduler, name, wrapper)
+
+
+def _forget_step_caches(sampler: RegionAdaptiveSampler, state: RegionState) -> None:
+    """Before the next step: the step caches beside RAS forget their state unless it computes the same tokens
+    as the step just done and fills no cache (`RegionAdaptiveSampler.same_tokens`; see `rasfw.caches`)."""
+    if not state.step_caches or state.skips is None or state.step >= state.num_steps:
+        return
+    if not sampler.same_tokens(state.skips, state.step):
+        for module, hook in state.step_caches:
+            hook.reset_state(module)
 
 
 def _check_removable(attachment: _Attachment) -> None:

@@ -227,3 +227,13 @@ class ModelAdapter(ABC):
         Runs before the call, outside any compiled or captured graph; buffers are kept while their
         shape stays the same, so every call of a shape sees the same addresses.
         """
+
+    def call_variant(self, args: tuple, kwargs: dict[str, Any]) -> str:
+        """A name for a call that differs in kind from the step's other calls in its cache context (SD3's
+        skip-layer guidance call skips blocks): it then gets caches of its own. "" for an ordinary call."""
+        return ""
+
+    def gather_inputs(self, args: tuple, kwargs: dict[str, Any], index: torch.Tensor) -> tuple[tuple, dict[str, Any]]:
+        """The call's arguments at a RAS call with `(Bt, a)` active tokens `index`: per-token inputs the model
+        adds to its image tokens (ControlNet residuals) kept at the active tokens. Unchanged by default."""
+        return args, kwargs

@@ -151,17 +151,29 @@ class RegionAdaptiveSampler:
         if i >= state.num_steps or state.active is None:
             capture = self._captures(state.skips, i)
             caches = state.context_caches(context) if capture else None
-            state.forward = ForwardPlan(None, capture, self.kv_cache, context, caches)
-            return state.forward
+            return _planned(state, ForwardPlan(None, capture, self.kv_cache, context, caches))
         images, active = state.active.shape
         if batch % images:
             raise ValueError(f"transformer batch {batch} is not a multiple of the {images} images being sampled")
+        caches = state.context_caches(context)
+        if state.calls.get(context) != i - 1:
+            # This context was not called at the step before (a call a pipeline makes at some steps only, such as
+            # SD3's skip-layer guidance): its caches are not this generation's last, so the call runs dense and
+            # fills them; the next step may then recompute its active tokens against them.
+            return _planned(state, ForwardPlan(None, True, self.kv_cache, context, caches))
         index = state.index_buffer(batch, active, state.active.device)
         if index is not state.active:
             # Pipelines stack CFG copies along the batch ([uncond..., cond...]): row r is image r % B.
             index.view(batch // images, images, active).copy_(state.active.expand(batch // images, -1, -1))
-        state.forward = ForwardPlan(index, False, self.kv_cache, context, state.context_caches(context))
-        return state.forward
+        return _planned(state, ForwardPlan(index, False, self.kv_cache, context, caches))
+
+    def same_tokens(self, skips: list[int], step: int) -> bool:
+        """Whether `step` computes the same tokens as the step before and fills no cache: both dense, and
+        `step` is no capture step. A step cache beside RAS (`rasfw.caches`) may only carry its state across
+        such steps; at any other it must run every block."""
+        if not 0 < step < len(skips):
+            return False
+        return skips[step - 1] == 0 and skips[step] == 0 and not self._captures(skips, step)
 
     def _captures(self, skips: list[int], step: int) -> bool:
         """Whether the dense call of `step` fills the caches: the step before a RAS step does; with a
@@ -247,6 +259,22 @@ class DenseSampler(RegionAdaptiveSampler):
 
     def __init__(self, backend: str = "torch", seed: int = 0, **ignored_strategies: object) -> None:
         super().__init__(ratio=ConstantRatio(1.0, 0), reset=NoReset(), backend=backend, seed=seed)
+
+
+def _planned(state: RegionState, plan: ForwardPlan) -> ForwardPlan:
+    """Make `plan` the call in progress; a call that reads or writes caches is recorded per context (the step of
+    its previous call stays in `caches.previous`, which the stale-cache checks compare against)."""
+    if plan.caches is not None:
+        last = state.calls.get(plan.context)
+        if last == state.step:
+            raise RuntimeError(
+                f"the transformer was called twice at step {state.step} in cache context '{plan.context}'; "
+                "wrap each call of a step in its own transformer.cache_context(name) (e.g. cond / uncond)"
+            )
+        plan.caches.previous = last
+        state.calls[plan.context] = state.step
+    state.forward = plan
+    return plan
 
 
 def _strategy(kind: str, value: object) -> object:

@@ -41,6 +41,7 @@ class KVCache:
     image: slice
     stored_key: torch.Tensor | None = None
     stored_value: torch.Tensor | None = None
+    written_at: int | None = None  # the step its attention module last wrote it (eager calls; see `StaleCacheError`)
 
     def write_image(self, role: str, rows: torch.Tensor, index: torch.Tensor | None) -> None:
         """Store image `role` ("key" or "value") rows `(Bt, a, W)` at token rows `index` `(Bt, a)`.
@@ -65,6 +66,13 @@ class KVCache:
         """Write this call's text keys/values `(Bt, T, W)` into their rows of the joint buffers."""
         self.key[:, text].copy_(key)
         self.value[:, text].copy_(value)
+
+
+def _skipped(name: str, step: int, context: str) -> str:
+    return (
+        f"RAS: attention module {name} did not run at step {step} in cache context '{context}' (something skipped it), "
+        "so its key/value cache is stale for the next RAS step"
+    )
 
 
 def _store(dst: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None) -> None:
@@ -92,12 +100,16 @@ class CallCaches:
             computed `j + 1` computations before `output`, per token.
         computed_at: `(k + 1, Bt, N)` float32 step indices of `output` and `history`; `None` unless the
             fill forecasts (`InactiveFill.forecasts`).
+        output_at: the step the output projection last wrote `output` (eager calls; see `StaleCacheError`).
+        previous: the step of this context's call before the one in progress (`None`: none this generation).
     """
 
     output: torch.Tensor | None = None
     kv: dict[str, KVCache] = field(default_factory=dict)
     history: list[torch.Tensor] = field(default_factory=list)
     computed_at: torch.Tensor | None = None
+    output_at: int | None = None
+    previous: int | None = None
 
     def outputs(self) -> list[torch.Tensor]:
         """`[output, *history]`: a token's computed outputs, latest first."""
@@ -160,6 +172,21 @@ class ForwardPlan:
         return ("ras", self.index.shape[1], self.kv_cache, self.context)
 
 
+class StaleCacheError(RuntimeError):
+    """A RAS call would read a key/value or output cache that was not written at the call before it.
+
+    Every cache records the step it was last written at (`KVCache.written_at`, `CallCaches.output_at`). At a
+    RAS call the inactive tokens' keys, values and outputs are read from the caches, so each must have been
+    written at the previous call of the same cache context (the capture step or the RAS step before): a
+    module that something skipped there (a step cache, a hook that returns early) would hand stale rows to
+    attention. rasfw raises this instead of sampling a silently wrong image; `module` names the module.
+    """
+
+    def __init__(self, message: str, module: str = "") -> None:
+        super().__init__(message)
+        self.module = module
+
+
 @dataclass
 class RegionState:
     """Everything one generation needs; nothing here is shared between pipelines.
@@ -188,6 +215,10 @@ class RegionState:
         fill: the sampler's inactive-token fill for this generation (set at its first call).
         clock: 0-d float32 tensor, the current step, at a fixed address (forecasting fills read it inside
             the call); `None` unless the fill forecasts.
+        check_writes: record the step every cache is written at and refuse to read a stale one
+            (`StaleCacheError`); on with eager execution (a compiled or captured graph runs every module).
+        step_caches: diffusers step-cache hooks `(module, hook)` found on the transformer at the start of the
+            generation; they forget their state whenever the next step computes other tokens than the last.
     """
 
     num_steps: int = 0
@@ -210,6 +241,8 @@ class RegionState:
     step_callbacks: list[Callable[[RegionState], None]] = field(default_factory=list)
     fill: InactiveFill | None = None
     clock: torch.Tensor | None = None
+    check_writes: bool = False
+    step_caches: list[tuple[torch.nn.Module, object]] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -228,6 +261,30 @@ class RegionState:
         self.selections = [None] * num_steps if self.record_selection else []
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
+
+    def verify_step(self) -> None:
+        """After the transformer calls of the current step: every context called with caches wrote them.
+
+        Raises:
+            StaleCacheError: a context's output projection, or an attention module that wrote its cache at
+                the context's previous call, did not run at this step (something skipped it).
+        """
+        if not self.check_writes:
+            return
+        step = self.step
+        for context, called in self.calls.items():
+            caches = self.caches.get(context)
+            if called != step or caches is None:
+                continue
+            if caches.output_at != step:
+                raise StaleCacheError(
+                    f"RAS: the transformer's output projection did not run at step {step} in cache context '{context}' "
+                    "(something returned the transformer's output without running it), so its output cache is stale",
+                    "proj_out",
+                )
+            for name, kv in caches.kv.items():
+                if kv.written_at is not None and kv.written_at != step and kv.written_at == caches.previous:
+                    raise StaleCacheError(_skipped(name, step, context), name)
 
     def release_caches(self) -> None:
         """Free the key/value and output caches (after the last step); statistics stay readable.

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from rasfw.backends.base import TokenBackend
-from rasfw.state import CallCaches, KVCache, RegionState
+from rasfw.state import CallCaches, KVCache, RegionState, StaleCacheError
 
 
 class RASProcessor:
@@ -69,7 +69,26 @@ class RASProcessor:
         return "cached" if plan.kv_cache else "uncached"
 
     def cache(self) -> KVCache:
-        return self.state.forward.caches.kv[self.name]
+        """This module's key/value cache for the call in progress, which writes it.
+
+        With `state.check_writes` (eager calls) the cache records the step, and a RAS call refuses a cache
+        that was not written at the previous call of its context (`StaleCacheError`): its inactive rows
+        would be stale keys/values of an earlier step.
+        """
+        state = self.state
+        plan = state.forward
+        cache = plan.caches.kv[self.name]
+        if state.check_writes:
+            if plan.index is not None and cache.written_at != plan.caches.previous:
+                last = "never" if cache.written_at is None else f"last at step {cache.written_at}"
+                raise StaleCacheError(
+                    f"RAS: attention module {self.name} did not run at step {plan.caches.previous} in cache context "
+                    f"'{plan.context}' (written {last}; something skipped it), so its key/value cache is stale at "
+                    f"RAS step {state.step}",
+                    self.name,
+                )
+            cache.written_at = state.step
+        return cache
 
 
 def text_rows(cache: KVCache) -> slice:

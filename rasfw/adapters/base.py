@@ -41,11 +41,13 @@ class ProjectionCacheAdapter(ModelAdapter):
     proj_out: ClassVar[str] = "proj_out"
     attention_classes: ClassVar[tuple[type, ...]] = ()
     processor_classes: ClassVar[tuple[type, ...]] = ()  # the original processors the RAS one understands
+    token_inputs: ClassVar[tuple[str, ...]] = ()  # keyword arguments: lists of (Bt, N, D) per-token residuals
 
     def __init__(self) -> None:
         self._hooked: list[Hooked] = []
         self._processors: list[tuple[torch.nn.Module, Any]] = []  # (attention, RAS processor)
         self._state: RegionState | None = None
+        self._backend: TokenBackend | None = None
 
     @classmethod
     def supports(cls, model: Any) -> bool:
@@ -56,7 +58,7 @@ class ProjectionCacheAdapter(ModelAdapter):
     def install(self, model: torch.nn.Module, state: RegionState, backend: TokenBackend) -> None:
         attentions = self.attentions(model)
         self.check(model, attentions)
-        self._state = state
+        self._state, self._backend = state, backend
         self.hook(getattr(model, self.patch_embed), self.gather_hook(state, backend))
         self.hook(getattr(model, self.proj_out), ScatterHook(state, backend))
         for name, attention in attentions:
@@ -81,7 +83,7 @@ class ProjectionCacheAdapter(ModelAdapter):
             detach_hook(hooked)
         self._processors.clear()
         self._hooked.clear()
-        self._state = None
+        self._state = self._backend = None
 
     def hook(self, module: torch.nn.Module, hook: ModelHook) -> None:
         """Register `hook` on `module` under `HOOK_NAME`; `remove` takes it off again."""
@@ -124,6 +126,25 @@ class ProjectionCacheAdapter(ModelAdapter):
             text = self.text_tokens(args, kwargs)
             for _, processor in self._processors:
                 processor.allocate(plan.caches, rows, tokens, text)
+
+    def gather_inputs(self, args: tuple, kwargs: dict[str, Any], index: torch.Tensor) -> tuple[tuple, dict[str, Any]]:
+        """At a RAS call, each `(Bt, N, D)` residual listed in `token_inputs` (ControlNet's per-block residuals,
+        added to the image tokens after a block) kept at the active tokens `(Bt, a, D)`."""
+        names = [name for name in self.token_inputs if kwargs.get(name) is not None]
+        if not names:
+            return args, kwargs
+        n = self._state.num_tokens
+        kwargs = dict(kwargs)
+        for name in names:
+            residuals = list(kwargs[name])
+            for r in residuals:
+                if r.ndim != 3 or r.shape[1] != n or r.shape[0] != index.shape[0]:
+                    raise ValueError(
+                        f"{name}: RAS needs (batch {index.shape[0]}, {n} image tokens, width) residuals; got "
+                        f"{tuple(r.shape)}"
+                    )
+            kwargs[name] = [self._backend.gather(r, index) for r in residuals]  # (Bt, a, D) each
+        return args, kwargs
 
     def output_width(self, model: torch.nn.Module) -> int:
         """Features per token of the output projection (`F`)."""

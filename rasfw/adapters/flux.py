@@ -46,6 +46,7 @@ class FluxAdapter(ProjectionCacheAdapter):
     pack = 2  # latent pixels per token side (Flux pipelines pack 2x2)
 
     processor_classes = (FluxAttnProcessor,)
+    token_inputs = ("controlnet_block_samples", "controlnet_single_block_samples")  # ControlNet residuals
     attention_classes = (FluxAttention,)
 
     def install(self, model, state, backend) -> None:

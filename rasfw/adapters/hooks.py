@@ -25,9 +25,10 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from rasfw._compat import diffusers_hook_state
 from rasfw.backends.base import TokenBackend
+from rasfw.caches import followed_step_caches
 from rasfw.execution.base import Executor, call_key
 from rasfw.interfaces import ModelAdapter
-from rasfw.state import DEFAULT_CONTEXT, RegionState
+from rasfw.state import DEFAULT_CONTEXT, RegionState, StaleCacheError
 
 if TYPE_CHECKING:
     from rasfw.sampler import RegionAdaptiveSampler
@@ -148,46 +149,68 @@ class TransformerHook(ModelHook):
         self.scope = scope  # which of the pipeline's transformers this is
         self.context = _ContextName()
 
-    def context_name(self) -> str:
-        """The cache context of the call in progress; a second transformer's contexts are its own."""
+    def context_name(self, args: tuple = (), kwargs: dict[str, Any] | None = None) -> str:
+        """The cache context of the call in progress; a second transformer's contexts are its own, and a call
+        variant the adapter names (SD3's skip-layer guidance call) is a context of its own too."""
         name = self.context.name
+        variant = self.adapter.call_variant(args, kwargs or {})
+        name = f"{name}/{variant}" if variant else name
         return name if self.scope == "transformer" else f"{self.scope}/{name}"
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        grid = self.adapter.call_grid(args, kwargs) if state.skips is None else None
+        grid = None
+        if state.skips is None:  # the first call of a generation
+            grid = self.adapter.call_grid(args, kwargs)
+            state.step_caches = followed_step_caches(module)
         if self.scope not in state.scopes:
             if state.scopes:  # the pipeline switched transformers (Wan 2.2): the other's caches do not fit this one
                 self.sampler.switch_model(state, self.scope)
             state.scopes.add(self.scope)
-        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, self.context_name())
+        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, self.context_name(args, kwargs))
         if plan.caches is not None:
-            if state.calls.get(plan.context) == state.step:
-                raise RuntimeError(
-                    f"the transformer was called twice at step {state.step} in cache context '{plan.context}'; "
-                    "wrap each call of a step in its own transformer.cache_context(name) (e.g. cond / uncond)"
-                )
-            state.calls[plan.context] = state.step
             if plan.capture:  # buffers are sized at the dense call that fills them; RAS calls reuse them
                 self.adapter.prepare(module, plan, args, kwargs)
-            elif plan.caches.output is None:
-                raise RuntimeError(
-                    f"cache context '{plan.context}' was first called at RAS step {state.step}; its caches are filled "
-                    "at the dense step before, so every context must be called at every step"
-                )
+            elif plan.index is not None:
+                args, kwargs = self.adapter.gather_inputs(args, kwargs, plan.index)
         return args, kwargs
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         key = call_key(self.state.forward.key, args, kwargs)
         try:
             return self.executor.run(self.fn_ref.original_forward, key, args, kwargs)
+        except StaleCacheError as exc:
+            self.state.release_caches()
+            raise StaleCacheError(f"{exc}{skippers(module, exc.module)}", exc.module) from None
         except BaseException:  # an error or Ctrl-C ends the generation: do not hold its caches
             self.state.release_caches()
             raise
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         return module  # a generation's state is reset by scheduler.set_timesteps
+
+
+def skippers(root: torch.nn.Module, name: str) -> str:
+    """`; hooks on its path: ...`: the other libraries' hooks between `root` and its submodule `name`, which
+    may have skipped it (diffusers hooks by name, accelerate's by class)."""
+    parts = name.split(".") if name else []
+    found = []
+    for depth in range(len(parts) + 1):
+        path = ".".join(parts[:depth])
+        try:
+            module = root.get_submodule(path)
+        except AttributeError:
+            break
+        registry = getattr(module, "_diffusers_hook", None)
+        hooks = [h for h in getattr(registry, "hooks", {}) if h != HOOK_NAME]
+        if getattr(module, "_hf_hook", None) is not None:
+            hooks.append(type(module._hf_hook).__name__)
+        if hooks:
+            found.append(f"{path or 'transformer'}: {', '.join(hooks)}")
+    if not found:
+        return "; no other hook is on its path (a replaced forward?)"
+    return f"; hooks on its path: {'; '.join(found)}"
 
 
 class GatherHook(ModelHook):
@@ -221,6 +244,8 @@ class ScatterHook(ModelHook):
         caches = plan.caches
         if caches is None:
             return output
+        if state.check_writes:
+            caches.output_at = state.step
         if caches.computed_at is None:  # reuse: the last computed output stands in for inactive tokens
             if plan.index is None:
                 caches.output.copy_(output)  # (Bt, N, F)

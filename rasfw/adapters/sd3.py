@@ -31,6 +31,7 @@ class SD3Adapter(ProjectionCacheAdapter):
     proj_out = "proj_out"
     attention_classes = (Attention,)
     processor_classes = (JointAttnProcessor2_0,)
+    token_inputs = ("block_controlnet_hidden_states",)  # SD3 ControlNet: added to the image tokens after a block
 
     def __init__(self) -> None:
         super().__init__()
@@ -48,6 +49,12 @@ class SD3Adapter(ProjectionCacheAdapter):
         if height % p or width % p:
             raise ValueError(f"height and width must be divisible by the patch size {p}; got latent {height}x{width}")
         return TokenGrid(height // p, width // p, p, self._channels)
+
+    def call_variant(self, args, kwargs) -> str:
+        """SD3's skip-layer guidance call (`skip_layers=[...]`, an extra call at some steps) skips blocks, so
+        its keys, values and outputs differ from the step's ordinary call: it has caches of its own."""
+        skip = kwargs.get("skip_layers")
+        return f"skip_layers={','.join(str(int(i)) for i in skip)}" if skip else ""
 
     def make_processor(self, attention, name, state, backend):
         return SD3RASAttnProcessor(attention, attention.processor, name, state, backend)

@@ -374,7 +374,6 @@ def attached(ctx: RunContext, mode: str, execution: dict[str, Any]) -> Iterator[
     ctx.cache.apply(transformer)
     try:
         state = apply_ras(ctx.runner.pipe, ctx.sampler, execution=mode, **execution)
-        ctx.cache.follow(state, transformer)  # beside RAS: forgets its per-token state when tokens change
         try:
             yield state
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rasfw import RegionAdaptiveSampler, apply_ras
+from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
 from rasfw.adapters.flux import FluxAdapter
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset
@@ -109,11 +109,12 @@ def test_grid_before_any_transformer_call_explains():
         FluxAdapter().grid(torch.zeros(1, 6, 16))
 
 
-def test_a_context_first_called_at_a_ras_step_is_an_error():
-    """Its caches were never filled, so a RAS call would attend to nothing real: refused, not silently wrong."""
+def test_a_context_first_called_at_a_ras_step_runs_dense_and_fills_its_caches():
+    """Its caches were never filled, so a RAS call would attend to nothing real: its first call runs dense (equal
+    to the plain transformer) and captures; from the next step on it recomputes the active tokens only."""
     loop = FluxLoop(tiny_flux_transformer())
-    apply_ras(loop, ras())
-    transformer, seen = loop.transformer, {"calls": 0}
+    state = apply_ras(loop, ras())
+    transformer, seen, late = loop.transformer, {"calls": 0}, []
 
     def late_uncond(**inputs):
         seen["calls"] += 1
@@ -121,12 +122,18 @@ def test_a_context_first_called_at_a_ras_step_is_an_error():
             out = transformer(**inputs)
         if seen["calls"] > 3:  # "uncond" joins only from step 3, a RAS step
             with transformer.cache_context("uncond"):
-                transformer(**inputs)
+                out_uncond = transformer(**inputs)[0]
+                late.append((state.forward.dense, out_uncond, inputs))
         return out
 
     loop.transformer = late_uncond
-    with pytest.raises(RuntimeError, match="cache context 'uncond' was first called at RAS step 3"):
-        loop(batch=1, height=8, width=8, steps=6)
+    loop(batch=1, height=8, width=8, steps=6)
+    assert [dense for dense, _, _ in late] == [True, False, True]  # steps 3 (its first), 4 (RAS), 5 (a reset)
+    _, first, inputs = late[0]
+    remove_ras(loop)
+    loop.transformer = transformer
+    with torch.no_grad():
+        assert torch.equal(first, transformer(**inputs)[0])
 
 
 def test_packing_and_ids_match_the_flux_pipeline():

@@ -140,8 +140,7 @@ def ras_beside(pipe, cache, sampler):
     """What `python -m rasfw sampler=ras cache=...` runs: the cache, RAS, and the cache following RAS's tokens."""
     cache.apply(pipe.transformer)
     try:
-        state = apply_ras(pipe, sampler)
-        cache.follow(state, pipe.transformer)
+        apply_ras(pipe, sampler)  # finds the cache's hooks at each generation and has them follow RAS's tokens
         try:
             return sample(pipe)
         finally:
@@ -163,21 +162,111 @@ def test_taylorseer_beside_ras_never_extrapolates_across_token_sets(pipe):
     both, flops = ras_beside(pipe, TaylorSeerCache(cache_interval=2, disable_cache_before_step=4), ras_sampler())
     assert torch.equal(both, alone) and flops == ras_flops
     unfollowed = TaylorSeerCache(cache_interval=2, disable_cache_before_step=4)
-    unfollowed.follow = lambda state, transformer: None
-    with pytest.raises(RuntimeError, match="must match the size"):
-        ras_beside(pipe, unfollowed, ras_sampler())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("rasfw.hooks._forget_step_caches", lambda sampler, state: None)
+        with pytest.raises(RuntimeError, match="must match the size"):
+            ras_beside(pipe, unfollowed, ras_sampler())
+
+
+@needs_step_caches
+def test_taylorseer_with_the_cli_defaults_computes_the_capture_step(pipe):
+    """`cache=taylorseer` as the CLI builds it (interval 5, 3 steps before) would predict step 3, the dense step
+    that fills every key/value cache before the first RAS step: the caches stayed zero. The cache forgets its
+    state before a capture step, so that step runs every block: the image is RAS's own, bit for bit."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cache = build(OmegaConf.load(Path(__file__).parents[2] / "conf" / "cache" / "taylorseer.yaml"), "cache", "cache")
+    assert cache.disable_cache_before_step == 3 and cache.cache_interval == 5
+    alone, _ = sample_with(pipe, ras_sampler())
+    both, _ = ras_beside(pipe, cache, ras_sampler())
+    assert torch.equal(both, alone)
+
+
+@needs_step_caches
+@pytest.mark.parametrize("name", ["first_block", "taylorseer"])
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_diffusers_own_cache_functions_beside_ras_are_followed(pipe, name, order):
+    """The same caches attached with diffusers' own functions (`transformer.enable_cache(TaylorSeerCacheConfig(...))`;
+    `apply_first_block_cache` on the blocks before SD3's last), before or after `apply_ras`, are found at each
+    generation and followed: the image equals the pairing through `cache=`, bit for bit."""
+    import diffusers.hooks
+
+    ours = FirstBlockCache(threshold=100.0) if name == "first_block" else TaylorSeerCache()
+    expected, _ = ras_beside(pipe, ours, ras_sampler())
+    transformer = pipe.transformer
+    config = getattr(diffusers.hooks, ours.config_class)(**ours._config_kwargs())
+
+    def attach():
+        if name == "taylorseer":
+            transformer.enable_cache(config)
+        else:
+            diffusers.hooks.apply_first_block_cache(ours._target(transformer), config)
+
+    try:
+        if order == "before":
+            attach()
+            apply_ras(pipe, ras_sampler())
+        else:
+            apply_ras(pipe, ras_sampler())
+            attach()
+        got, _ = sample(pipe)
+    finally:
+        remove_ras(pipe)
+        if name == "taylorseer":
+            transformer.disable_cache()
+        else:
+            ours._added = hooks(pipe)  # what diffusers attached, taken off as `cache=` takes its own off
+            ours.remove(transformer)
+    assert torch.equal(got, expected)
+    assert hooks(pipe) == []
+
+
+@needs_step_caches
+def test_a_stateful_hook_rasfw_cannot_follow_is_refused_before_the_first_step(pipe):
+    """A step cache that keeps per-token state RAS cannot follow (here: any stateful hook but First Block Cache
+    and TaylorSeer) is refused in one line at `apply_ras`, or at the first transformer call when it was
+    attached after: before any step runs, and nothing changes."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    class Remember(ModelHook):
+        _is_stateful = True
+
+        def reset_state(self, module):
+            return module
+
+    block = pipe.transformer.transformer_blocks[0]
+    registry = HookRegistry.check_if_exists_or_initialize(block)
+    registry.register_hook(Remember(), "remember")
+    try:
+        with pytest.raises(ValueError, match=r"transformer_blocks\.0 carries the stateful hook 'remember' \(Remember\)"):
+            apply_ras(pipe, ras_sampler())
+        registry.remove_hook("remember", recurse=False)
+        state = apply_ras(pipe, ras_sampler())
+        registry.register_hook(Remember(), "remember")
+        try:
+            with pytest.raises(ValueError, match="carries the stateful hook 'remember'"):
+                sample(pipe)
+            assert state.update_count is None  # no step ran
+        finally:
+            remove_ras(pipe)
+    finally:
+        if registry.get_hook("remember") is not None:
+            registry.remove_hook("remember", recurse=False)
+        del block._diffusers_hook
 
 
 @needs_step_caches
 def test_first_block_cache_beside_ras_acts_on_the_dense_warm_up_only(pipe):
-    """A loose threshold lets the cache skip blocks at dense warm-up steps 1-3; RAS steps, whose token sets
-    change, run every block. Dense and RAS calls alternate without a shape error."""
+    """A loose threshold lets the cache skip blocks at dense warm-up steps 1-2; step 3, which fills the key/value
+    caches, and RAS steps, whose token sets change, run every block. Dense and RAS calls alternate without a shape error."""
     alone, ras_flops = sample_with(pipe, ras_sampler())
     both, flops = ras_beside(pipe, FirstBlockCache(threshold=100.0), ras_sampler())
     _, dense_flops = sample(pipe)
     block_flops = dense_flops / 12 / len(pipe.transformer.transformer_blocks)  # about one block of one dense step
     skipped = ras_flops - flops
-    assert 2 * block_flops < skipped < 3 * (dense_flops / 12)  # blocks of warm-up steps 1-3, no more
+    assert 2 * block_flops < skipped < 2 * (dense_flops / 12)  # blocks of warm-up steps 1-2 (3 fills the caches)
     assert not torch.equal(both, alone)
 
 
@@ -186,4 +275,40 @@ def sample_with(pipe, sampler):
     try:
         return sample(pipe)
     finally:
+        remove_ras(pipe)
+
+
+@pytest.mark.parametrize("skipped_at", [3, 4])
+def test_a_hook_that_skips_a_block_is_caught_before_its_stale_cache_is_used(pipe, skipped_at):
+    """Every cache records the step it was written at. A hook that returns a block's inputs without running it, at
+    the capture step (3) or at a RAS step (4), leaves that block's key/value cache stale: the next read (or the
+    end of the step) raises one line naming the module and the hook, instead of a silently wrong image."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    from rasfw.state import StaleCacheError
+
+    class Skip(ModelHook):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def new_forward(self, module, hidden_states, encoder_hidden_states, *args, **kwargs):
+            self.calls += 1
+            if self.calls - 1 == skipped_at:  # one call per step (the embedded pipeline batches its CFG halves)
+                return encoder_hidden_states, hidden_states
+            return self.fn_ref.original_forward(hidden_states, encoder_hidden_states, *args, **kwargs)
+
+    block = pipe.transformer.transformer_blocks[1]
+    state = apply_ras(pipe, ras_sampler())
+    registry = HookRegistry.check_if_exists_or_initialize(block)
+    registry.register_hook(Skip(), "skipper")
+    try:
+        with pytest.raises(StaleCacheError, match=r"transformer_blocks\.1\.attn did not run at step "
+                           rf"{skipped_at}.*hooks on its path: transformer_blocks\.1: skipper") as caught:
+            sample(pipe)
+        assert "\n" not in str(caught.value)
+        assert state.caches == {}  # the failed generation's caches are freed at once
+    finally:
+        registry.remove_hook("skipper", recurse=False)
+        del block._diffusers_hook
         remove_ras(pipe)
