@@ -9,7 +9,7 @@ adapter's hooks and attention processors inside it (the hook classes: `rasfw.ada
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ import torch
 from rasfw.backends.base import TokenBackend, resolve_backend
 from rasfw.execution.base import Executor, build_executor
 from rasfw.interfaces import ModelAdapter
+from rasfw.ownership import calling_pipeline, owner_ref
 from rasfw.registry import REGISTRY
 from rasfw.sampler import RegionAdaptiveSampler
 from rasfw.state import RegionState, StaleCacheError
@@ -40,7 +41,8 @@ class _Part:
     transformer: torch.nn.Module
     adapter: ModelAdapter
     executor: Executor
-    hooked: Any  # rasfw.adapters.hooks.Hooked: the transformer's hook
+    hooked: Any  # rasfw.adapters.hooks.Hooked: the transformer's hook, as registered
+    hook: Any = None  # rasfw.adapters.hooks.TransformerHook
 
 
 @dataclass
@@ -51,6 +53,8 @@ class _Attachment:
     backend: TokenBackend
     state: RegionState
     scheduler_attrs: dict[str, Any]  # instance attributes the wrapped scheduler methods had before (or _MISSING)
+    owner: Any = None  # weak reference to the pipeline (rasfw.ownership), or None
+    pipe_attrs: dict[str, Any] = field(default_factory=dict)  # the pipeline's wrapped methods before (or _MISSING)
 
 
 def apply_ras(
@@ -89,13 +93,15 @@ def apply_ras(
         >>> image = pipe("a cat", num_inference_steps=28).images[0]
         >>> remove_ras(pipe)
     """
-    from rasfw.adapters.hooks import HOOK_NAME, TransformerHook, attach_hook
+    from rasfw.adapters.hooks import HOOK_NAME, TransformerHook, attach_hook, refuse_user_compile
     from rasfw.caches import followed_step_caches
 
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
         raise TypeError(f"sampler must be a RegionAdaptiveSampler; got {type(sampler).__name__}")
     transformers, scheduler = _parts(pipe)
+    for scope, transformer in transformers.items():
+        refuse_user_compile(transformer, f"pipe.{scope} is already compiled (torch.compile(...) or .compile())")
     if hasattr(pipe, _ATTR):
         raise ValueError("RAS is already applied to this pipeline; call remove_ras(pipe) first")
     for transformer in transformers.values():
@@ -128,35 +134,105 @@ def apply_ras(
         for scope, transformer in transformers.items():
             adapter, executor = adapters[scope], executors[scope]
             adapter.install(transformer, state, backend)
+            hook = TransformerHook(sampler, adapter, state, executor, scope)
             try:
-                hooked = attach_hook(transformer, TransformerHook(sampler, adapter, state, executor, scope))
+                hooked = attach_hook(transformer, hook)
             except BaseException:
                 adapter.remove(transformer)
                 raise
             _invalidate(transformer)
-            parts.append(_Part(scope, transformer, adapter, executor, hooked))
+            parts.append(_Part(scope, transformer, adapter, executor, hooked, hook))
     except BaseException:  # the second transformer was refused: leave the first as it was
         _detach(parts)
         raise
-    saved = {name: vars(scheduler).get(name, _MISSING) for name in _SCHEDULER_METHODS if hasattr(scheduler, name)}
-    _wrap_scheduler(scheduler, sampler, transformers["transformer"], adapters["transformer"], state)
-    object.__setattr__(pipe, _ATTR, _Attachment(parts, scheduler, sampler, backend, state, saved))
+    attachment = _Attachment(parts, scheduler, sampler, backend, state, {}, owner_ref(pipe))
+    _take_scheduler(attachment, scheduler)
+    for part in parts:
+        part.hook.follow = functools.partial(_follow_scheduler, attachment)
+    _wrap_end_of_call(pipe, attachment)
+    object.__setattr__(pipe, _ATTR, attachment)
     return state
 
 
-def _wrap_scheduler(
-    scheduler: Any, sampler: RegionAdaptiveSampler, transformer: torch.nn.Module, adapter: ModelAdapter, state: RegionState
-) -> None:
+def _take_scheduler(attachment: _Attachment, scheduler: Any) -> None:
+    """Wrap `scheduler`'s methods for `attachment` (what it had before is kept for removal)."""
+    attachment.scheduler = scheduler
+    attachment.scheduler_attrs = {
+        name: vars(scheduler).get(name, _MISSING) for name in _SCHEDULER_METHODS if hasattr(scheduler, name)
+    }
+    part = attachment.parts[0]
+    _wrap_scheduler(scheduler, attachment, part.transformer, part.adapter)
+
+
+def _restore_scheduler(attachment: _Attachment) -> None:
+    scheduler = attachment.scheduler
+    for name, value in attachment.scheduler_attrs.items():
+        if value is _MISSING:
+            vars(scheduler).pop(name, None)  # the class method shows through again
+        else:
+            setattr(scheduler, name, value)
+
+
+def _follow_scheduler(attachment: _Attachment) -> None:
+    """Before a transformer call: if the owner's `scheduler` was replaced since `apply_ras`, move the wrappers to
+    the new one and start the generation from its timesteps (set before this first call)."""
+    pipe = attachment.owner() if attachment.owner is not None else None
+    current = vars(pipe).get("scheduler", attachment.scheduler) if pipe is not None else attachment.scheduler
+    if current is attachment.scheduler or current is None:
+        return
+    timesteps = getattr(current, "timesteps", None)
+    if not hasattr(current, "step") or not hasattr(current, "set_timesteps") or timesteps is None:
+        raise ValueError(
+            f"pipe.scheduler was replaced after apply_ras by a {type(current).__name__} without timesteps set; "
+            "RAS follows a scheduler whose set_timesteps ran before the transformer's first call"
+        )
+    _restore_scheduler(attachment)
+    _take_scheduler(attachment, current)
+    state = attachment.state
+    state.passthrough = False
+    begin = getattr(current, "begin_index", None) or 0
+    attachment.sampler.begin(state, len(timesteps) - int(begin))
+
+
+def _wrap_end_of_call(pipe: Any, attachment: _Attachment) -> None:
+    """diffusers' pipelines call `self.maybe_free_model_hooks()` last in every call, interrupted or not: from
+    then on no generation is in progress, and its caches are freed at once."""
+    original = getattr(pipe, "maybe_free_model_hooks", None)
+    if original is None or attachment.owner is None:
+        return
+    attachment.pipe_attrs["maybe_free_model_hooks"] = vars(pipe).get("maybe_free_model_hooks", _MISSING)
+    state = attachment.state
+
+    @functools.wraps(original)
+    def maybe_free_model_hooks(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not state.passthrough:
+                state.release_caches()
+                state.passthrough = True
+
+    maybe_free_model_hooks._rasfw = True
+    object.__setattr__(pipe, "maybe_free_model_hooks", maybe_free_model_hooks)
+
+
+def _wrap_scheduler(scheduler: Any, attachment: _Attachment, transformer: torch.nn.Module, adapter: ModelAdapter) -> None:
     """Instance-level wrappers of the scheduler's `set_timesteps`, `set_begin_index` (where it has one) and
     `step`, each marked `_rasfw` so that `remove_ras` can tell they are still its own."""
     from rasfw.adapters.hooks import skippers
 
+    sampler, state = attachment.sampler, attachment.state
     original_set_timesteps, original_step = scheduler.set_timesteps, scheduler.step
 
     @functools.wraps(original_set_timesteps)  # pipelines inspect its signature (FluxPipeline: sigmas=)
     def set_timesteps(*args, **kwargs):
         result = original_set_timesteps(*args, **kwargs)
-        sampler.begin(state, len(scheduler.timesteps))
+        owner = attachment.owner() if attachment.owner is not None else None
+        state.passthrough = calling_pipeline(scheduler, owner) is not None  # a from_pipe sibling's generation
+        if state.passthrough:
+            state.release_caches()
+        else:
+            sampler.begin(state, len(scheduler.timesteps))
         return result
 
     wrappers = {"set_timesteps": set_timesteps}
@@ -168,7 +244,7 @@ def _wrap_scheduler(
             """img2img (`strength`) and inpainting pipelines start at `begin_index` of the timesteps: the generation
             then has `len(timesteps) - begin_index` steps, and the RAS schedule is planned over those."""
             result = original_set_begin_index(begin_index, *args, **kwargs)
-            if state.step == 0 and state.skips is None:  # before the first transformer call of the generation
+            if not state.passthrough and state.step == 0 and state.skips is None:  # before the first transformer call of the generation
                 sampler.begin(state, len(scheduler.timesteps) - int(begin_index))
             return result
 
@@ -176,6 +252,8 @@ def _wrap_scheduler(
 
     @functools.wraps(original_step)
     def step(*args, **kwargs):
+        if state.passthrough:
+            return original_step(*args, **kwargs)
         model_output = args[0] if args else kwargs["model_output"]
         sample = args[2] if len(args) > 2 else kwargs["sample"]
         try:
@@ -213,6 +291,8 @@ def _forget_step_caches(sampler: RegionAdaptiveSampler, state: RegionState) -> N
 
 def _check_removable(attachment: _Attachment) -> None:
     """Refuse, before anything is changed, to restore what someone replaced after `apply_ras`."""
+    from rasfw.adapters.hooks import check_unwrappable
+
     for name in attachment.scheduler_attrs:
         current = vars(attachment.scheduler).get(name)
         if not getattr(current, "_rasfw", False):
@@ -221,6 +301,7 @@ def _check_removable(attachment: _Attachment) -> None:
                 "back or remove that wrapper first; nothing was removed"
             )
     for part in attachment.parts:
+        check_unwrappable(part.hooked, part.scope)
         part.adapter.check_removable(part.transformer)
 
 
@@ -237,14 +318,14 @@ def remove_ras(pipe: Any) -> None:
     attachment = getattr(pipe, _ATTR, None)
     if attachment is None:
         raise ValueError("RAS is not applied to this pipeline; nothing to remove")
-    scheduler = attachment.scheduler
     _check_removable(attachment)
     _detach(attachment.parts)
-    for name, value in attachment.scheduler_attrs.items():
+    _restore_scheduler(attachment)
+    for name, value in attachment.pipe_attrs.items():
         if value is _MISSING:
-            vars(scheduler).pop(name, None)  # the class method shows through again
+            vars(pipe).pop(name, None)
         else:
-            setattr(scheduler, name, value)
+            object.__setattr__(pipe, name, value)
     attachment.state.free()
     object.__delattr__(pipe, _ATTR)
 

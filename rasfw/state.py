@@ -217,6 +217,8 @@ class RegionState:
             the call); `None` unless the fill forecasts.
         check_writes: record the step every cache is written at and refuse to read a stale one
             (`StaleCacheError`); on with eager execution (a compiled or captured graph runs every module).
+        passthrough: the generation in progress is not this pipeline's (a `from_pipe` sibling sharing its
+            transformer and scheduler), or no generation is: the transformer and scheduler run as without RAS.
         step_caches: diffusers step-cache hooks `(module, hook)` found on the transformer at the start of the
             generation; they forget their state whenever the next step computes other tokens than the last.
     """
@@ -242,6 +244,7 @@ class RegionState:
     fill: InactiveFill | None = None
     clock: torch.Tensor | None = None
     check_writes: bool = False
+    passthrough: bool = False
     step_caches: list[tuple[torch.nn.Module, object]] = field(default_factory=list)
     _indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _scratch: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)

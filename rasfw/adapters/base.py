@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers.hooks import ModelHook
 
-from rasfw.adapters.hooks import GatherHook, Hooked, ScatterHook, attach_hook, detach_hook
+from rasfw.adapters.hooks import GatherHook, Hooked, ScatterHook, attach_hook, check_unwrappable, detach_hook
 from rasfw.backends.base import TokenBackend
 from rasfw.interfaces import ModelAdapter
 from rasfw.state import ForwardPlan, RegionState
@@ -68,6 +68,8 @@ class ProjectionCacheAdapter(ModelAdapter):
 
     def check_removable(self, model: torch.nn.Module) -> None:
         names = {id(m): name for name, m in model.named_modules()}
+        for hooked in self._hooked:
+            check_unwrappable(hooked, names.get(id(hooked.module), type(hooked.module).__name__))
         for attention, processor in self._processors:
             if attention.processor is not processor:
                 raise ValueError(

@@ -28,7 +28,7 @@ from rasfw.backends.base import TokenBackend
 from rasfw.caches import followed_step_caches
 from rasfw.execution.base import Executor, call_key
 from rasfw.interfaces import ModelAdapter
-from rasfw.state import DEFAULT_CONTEXT, RegionState, StaleCacheError
+from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState, StaleCacheError
 
 if TYPE_CHECKING:
     from rasfw.sampler import RegionAdaptiveSampler
@@ -48,6 +48,7 @@ class Hooked:
     module: torch.nn.Module
     created_registry: bool  # the module had no `HookRegistry` before
     forward: Any  # the module's instance-level `forward` before (`_MISSING`: none, the class's shows)
+    installed: Any = None  # the `forward` rasfw set
 
 
 def attach_hook(module: torch.nn.Module, hook: ModelHook) -> Hooked:
@@ -62,8 +63,22 @@ def attach_hook(module: torch.nn.Module, hook: ModelHook) -> Hooked:
     """
     hooked = Hooked(module, not hasattr(module, "_diffusers_hook"), vars(module).get("forward", _MISSING))
     HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, HOOK_NAME)
-    module.forward = _compile_stable(module.forward)
+    module.forward = hooked.installed = _compile_stable(module.forward)
     return hooked
+
+
+def wrapped_after(hooked: Hooked) -> str | None:
+    """How `hooked.module.forward` was wrapped since `attach_hook`: None (it is rasfw's, or a diffusers hook
+    registered later chains to it), "accelerate" (accelerate's `add_hook_to_module`, e.g. model CPU offloading,
+    which keeps rasfw's forward in `_old_forward`), or "replaced" (something rasfw cannot unwrap)."""
+    module = hooked.module
+    registry = getattr(module, "_diffusers_hook", None)
+    order = getattr(registry, "_hook_order", [])
+    if vars(module).get("forward") is hooked.installed or (order and order[-1] != HOOK_NAME):
+        return None
+    if vars(module).get("_old_forward") is hooked.installed:
+        return "accelerate"
+    return "replaced"
 
 
 def _compile_stable(forward: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,11 +106,29 @@ def _compile_stable(forward: Callable[..., Any]) -> Callable[..., Any]:
     return functools.update_wrapper(hooked_forward, forward)
 
 
+def check_unwrappable(hooked: Hooked, name: str) -> None:
+    """Raise one line (before anything is removed) if `hooked.module.forward` was replaced in a way rasfw
+    cannot undo without dropping the other library's wrapper."""
+    if wrapped_after(hooked) == "replaced":
+        current = vars(hooked.module).get("forward")
+        raise ValueError(
+            f"remove_ras: {name}.forward was replaced after apply_ras (now {getattr(current, '__qualname__', current)!r}); "
+            "undo that change first; nothing was removed"
+        )
+
+
 def detach_hook(hooked: Hooked) -> None:
     """Remove rasfw's hook; a module that has no other hook left is as it was before `attach_hook`."""
     module = hooked.module
     registry = module._diffusers_hook
+    outer = vars(module).get("forward") if wrapped_after(hooked) == "accelerate" else None
     registry.remove_hook(HOOK_NAME, recurse=False)
+    if outer is not None:  # keep accelerate's wrapper (its hook still runs), around the forward before rasfw's
+        module._old_forward = module.forward
+        module.forward = outer
+        if hooked.created_registry and not registry.hooks:
+            del module._diffusers_hook
+        return
     if registry.hooks:
         return  # other hooks remain: diffusers has re-linked their chain
     if hooked.forward is _MISSING:
@@ -148,6 +181,7 @@ class TransformerHook(ModelHook):
         self.sampler, self.adapter, self.state, self.executor = sampler, adapter, state, executor
         self.scope = scope  # which of the pipeline's transformers this is
         self.context = _ContextName()
+        self.follow: Callable[[], None] | None = None  # follows a scheduler swapped on the pipeline (rasfw.hooks)
 
     def context_name(self, args: tuple = (), kwargs: dict[str, Any] | None = None) -> str:
         """The cache context of the call in progress; a second transformer's contexts are its own, and a call
@@ -159,9 +193,15 @@ class TransformerHook(ModelHook):
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
+        if self.follow is not None:
+            self.follow()
+        if state.passthrough:  # not this pipeline's generation (a from_pipe sibling), or none in progress
+            state.forward = ForwardPlan()
+            return args, kwargs
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         grid = None
         if state.skips is None:  # the first call of a generation
+            refuse_user_compile(module, "the transformer was compiled in place after apply_ras")
             grid = self.adapter.call_grid(args, kwargs)
             state.step_caches = followed_step_caches(module)
         if self.scope not in state.scopes:
@@ -177,6 +217,8 @@ class TransformerHook(ModelHook):
         return args, kwargs
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.state.passthrough:
+            return self.fn_ref.original_forward(*args, **kwargs)
         key = call_key(self.state.forward.key, args, kwargs)
         try:
             return self.executor.run(self.fn_ref.original_forward, key, args, kwargs)
@@ -189,6 +231,17 @@ class TransformerHook(ModelHook):
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         return module  # a generation's state is reset by scheduler.set_timesteps
+
+
+def refuse_user_compile(module: torch.nn.Module, what: str) -> None:
+    """One line, instead of dynamo recompiling at every RAS step and falling back to eager with a warning, for a
+    transformer compiled by the user (`module.compile()` in place, or a `torch.compile(...)` wrapper)."""
+    compiled = getattr(module, "_compiled_call_impl", None) is not None or hasattr(module, "_orig_mod")
+    if compiled:
+        raise ValueError(
+            f"apply_ras: {what}; RAS compiles the transformer itself, one graph per call shape: give it the "
+            "uncompiled module and pass execution=\"compile\" (python -m rasfw execution=compile)"
+        )
 
 
 def skippers(root: torch.nn.Module, name: str) -> str:

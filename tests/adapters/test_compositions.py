@@ -173,3 +173,129 @@ def test_flux_controlnet():
     plain = run(pipe, **{**inputs, "controlnet_conditioning_scale": 0.0}, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(call(), plain)  # the residuals matter
     check(pipe, call)
+
+
+# -- ownership: shared parts, swapped parts, later hooks ------------------------------------------------------
+
+
+def img2img_inputs(seed: int = 0) -> dict:
+    inputs = sd3_inputs(seed=seed)
+    del inputs["latents"], inputs["height"], inputs["width"]
+    image = torch.rand(1, 3, HEIGHT * VAE_SCALE, WIDTH * VAE_SCALE, generator=torch.Generator().manual_seed(5))
+    return {**inputs, "image": image, "strength": 0.8, "generator": torch.Generator().manual_seed(seed)}
+
+
+def test_a_from_pipe_sibling_samples_without_ras_and_an_interrupted_call_frees_its_caches():
+    """`from_pipe` shares the transformer and scheduler objects: the sibling's generations pass through RAS's hooks
+    untouched (bit for bit its plain images), interleaved with the owner's RAS generations in any order; an
+    interrupted owner call frees its caches at its end and leaves nothing for the sibling to trip on."""
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    pipe = tiny_sd3_pipeline()
+    sibling = StableDiffusion3Img2ImgPipeline.from_pipe(pipe)
+    assert sibling.transformer is pipe.transformer and sibling.scheduler is pipe.scheduler
+    plain_sibling, dense = run(sibling, **img2img_inputs()), run(pipe, **sd3_inputs())
+    state = apply_ras(pipe, quarter())
+    try:
+        ras = run(pipe, **sd3_inputs())
+        assert not torch.equal(ras, dense)
+        assert torch.equal(run(sibling, **img2img_inputs()), plain_sibling)
+        assert torch.equal(run(pipe, **sd3_inputs()), ras)
+
+        def stop_at_4(p, i, t, kwargs):
+            p._interrupt = i == 4
+            return {}
+
+        run(pipe, **sd3_inputs(), callback_on_step_end=stop_at_4)
+        assert state.caches == {} and state.memory_bytes() == 0  # freed when the interrupted call ended
+        assert torch.equal(run(sibling, **img2img_inputs()), plain_sibling)
+        assert torch.equal(run(pipe, **sd3_inputs()), ras)
+    finally:
+        remove_ras(pipe)
+    assert torch.equal(run(sibling, **img2img_inputs()), plain_sibling)
+
+
+@pytest.mark.parametrize("scheduler", ["euler_shift", "heun"])
+def test_a_scheduler_swapped_after_apply_ras_is_followed(scheduler):
+    """`pipe.scheduler = ...from_config(...)` after `apply_ras`: RAS moves to the new scheduler at the next call and
+    samples exactly as if it had been applied with that scheduler in place; removal restores both."""
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    def swapped(pipe):
+        if scheduler == "heun":
+            return FlowMatchHeunDiscreteScheduler.from_config(pipe.scheduler.config)
+        return FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=3.0)
+
+    reference = tiny_sd3_pipeline()
+    reference.scheduler = swapped(reference)
+    dense = run(reference, **sd3_inputs())
+    apply_ras(reference, quarter())
+    expected = run(reference, **sd3_inputs())
+    remove_ras(reference)
+    assert not torch.equal(expected, dense)
+
+    pipe = tiny_sd3_pipeline()
+    old = pipe.scheduler
+    state = apply_ras(pipe, quarter())
+    pipe.scheduler = swapped(pipe)
+    assert torch.equal(run(pipe, **sd3_inputs()), expected)
+    assert state.num_steps == len(pipe.scheduler.timesteps)
+    remove_ras(pipe)
+    assert not {"step", "set_timesteps"} & (set(vars(old)) | set(vars(pipe.scheduler)))
+    assert torch.equal(run(pipe, **sd3_inputs()), dense)
+
+
+def test_remove_ras_keeps_model_cpu_offload_added_after_it():
+    """accelerate's offload hook wraps the transformer's forward after `apply_ras`; `remove_ras` takes RAS out from
+    under it: the offload hook still runs at every call, and the images are the plain pipeline's."""
+    pytest.importorskip("accelerate")
+    pipe = tiny_sd3_pipeline()
+    dense = run(pipe, **sd3_inputs())
+    apply_ras(pipe, quarter())
+    ras = run(pipe, **sd3_inputs())
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert torch.equal(run(pipe, **sd3_inputs()), ras)
+    hook, calls = pipe.transformer._hf_hook, []
+    original = hook.pre_forward
+    hook.pre_forward = lambda module, *args, **kwargs: (calls.append(1), original(module, *args, **kwargs))[1]
+    remove_ras(pipe)
+    assert pipe.transformer._hf_hook is hook
+    assert torch.equal(run(pipe, **sd3_inputs()), dense)
+    assert len(calls) == STEPS  # one offload pre-forward per transformer call (CFG is one batched call)
+    pipe.remove_all_hooks()
+    assert torch.equal(run(pipe, **sd3_inputs()), dense)
+
+
+def test_a_forward_replaced_after_apply_ras_is_refused_by_remove_ras_and_nothing_changes():
+    pipe = tiny_sd3_pipeline()
+    apply_ras(pipe, quarter())
+    transformer = pipe.transformer
+    ours = transformer.forward
+    transformer.forward = lambda *a, **k: ours(*a, **k)
+    with pytest.raises(ValueError, match=r"remove_ras: transformer.forward was replaced after apply_ras"):
+        remove_ras(pipe)
+    transformer.forward = ours
+    remove_ras(pipe)
+
+
+def test_a_transformer_compiled_by_the_user_is_refused_naming_execution_compile():
+    """Before `apply_ras` (`torch.compile(...)` wrapper or `.compile()` in place) at `apply_ras`; compiled in place
+    after it, at the first call, before any step: both say to pass `execution="compile"`."""
+    pipe = tiny_sd3_pipeline()
+    transformer = pipe.transformer
+    pipe.transformer = torch.compile(transformer)
+    with pytest.raises(ValueError, match='pipe.transformer is already compiled.*execution="compile"'):
+        apply_ras(pipe, quarter())
+    pipe.transformer = transformer
+    state = apply_ras(pipe, quarter())
+    transformer.compile()
+    try:
+        with pytest.raises(ValueError, match='compiled in place after apply_ras.*execution="compile"'):
+            run(pipe, **sd3_inputs())
+        assert state.update_count is None
+    finally:
+        remove_ras(pipe)
+        transformer._compiled_call_impl = None
+    with pytest.raises(ValueError, match="already compiled"):
+        transformer.compile()
+        apply_ras(pipe, quarter())
