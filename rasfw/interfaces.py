@@ -237,3 +237,7 @@ class ModelAdapter(ABC):
         """The call's arguments at a RAS call with `(Bt, a)` active tokens `index`: per-token inputs the model
         adds to its image tokens (ControlNet residuals) kept at the active tokens. Unchanged by default."""
         return args, kwargs
+
+    def follow_modules(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
+        """Before each generation: move hooks to modules that replaced the hooked ones since `install`
+        (a LoRA layer wrapping the output projection, say). Nothing by default."""

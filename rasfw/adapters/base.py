@@ -45,6 +45,7 @@ class ProjectionCacheAdapter(ModelAdapter):
 
     def __init__(self) -> None:
         self._hooked: list[Hooked] = []
+        self._boundaries: dict[str, tuple[ModelHook, Hooked]] = {}  # attribute -> (hook, registration)
         self._processors: list[tuple[torch.nn.Module, Any]] = []  # (attention, RAS processor)
         self._state: RegionState | None = None
         self._backend: TokenBackend | None = None
@@ -59,8 +60,8 @@ class ProjectionCacheAdapter(ModelAdapter):
         attentions = self.attentions(model)
         self.check(model, attentions)
         self._state, self._backend = state, backend
-        self.hook(getattr(model, self.patch_embed), self.gather_hook(state, backend))
-        self.hook(getattr(model, self.proj_out), ScatterHook(state, backend))
+        self.hook(getattr(model, self.patch_embed), self.gather_hook(state, backend), self.patch_embed)
+        self.hook(getattr(model, self.proj_out), ScatterHook(state, backend), self.proj_out)
         for name, attention in attentions:
             processor = self.make_processor(attention, name, state, backend)
             attention.set_processor(processor)
@@ -85,11 +86,33 @@ class ProjectionCacheAdapter(ModelAdapter):
             detach_hook(hooked)
         self._processors.clear()
         self._hooked.clear()
+        self._boundaries.clear()
         self._state = self._backend = None
 
-    def hook(self, module: torch.nn.Module, hook: ModelHook) -> None:
-        """Register `hook` on `module` under `HOOK_NAME`; `remove` takes it off again."""
-        self._hooked.append(attach_hook(module, hook))
+    def hook(self, module: torch.nn.Module, hook: ModelHook, attribute: str | None = None) -> None:
+        """Register `hook` on `module` under `HOOK_NAME`; `remove` takes it off again.
+
+        With `attribute` (the module's name in the model), `follow_modules` moves the hook to whatever module
+        that attribute holds later (a LoRA layer wrapping it, or the original back after unloading).
+        """
+        hooked = attach_hook(module, hook)
+        self._hooked.append(hooked)
+        if attribute is not None:
+            self._boundaries[attribute] = (hook, hooked)
+
+    def follow_modules(self, model: torch.nn.Module) -> None:
+        """Before a generation: a boundary module replaced since `install` (peft wraps `proj_out` or `x_embedder`
+        in a LoRA layer that adds its own low-rank path to the base layer's output; `unload_lora` puts the base
+        layer back) gets the hook, and the module it left is restored."""
+        for attribute, (hook, hooked) in list(self._boundaries.items()):
+            current = model.get_submodule(attribute)
+            if current is hooked.module:
+                continue
+            detach_hook(hooked)
+            self._hooked.remove(hooked)
+            moved = attach_hook(current, hook)
+            self._hooked.append(moved)
+            self._boundaries[attribute] = (hook, moved)
 
     def attentions(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         """`(qualified name, module)` of every attention module whose image keys/values are cached."""

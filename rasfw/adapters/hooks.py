@@ -202,6 +202,7 @@ class TransformerHook(ModelHook):
         grid = None
         if state.skips is None:  # the first call of a generation
             refuse_user_compile(module, "the transformer was compiled in place after apply_ras")
+            self.adapter.follow_modules(module)
             grid = self.adapter.call_grid(args, kwargs)
             state.step_caches = followed_step_caches(module)
         if self.scope not in state.scopes:

@@ -61,7 +61,7 @@ class WanAdapter(ProjectionCacheAdapter):
         self._state = state
         self.hook(model.rope, _RotaryGatherHook(state))
         self.hook(model.blocks[0], _FirstBlockGatherHook(state, backend))
-        self.hook(model.proj_out, ScatterHook(state, backend))
+        self.hook(model.proj_out, ScatterHook(state, backend), "proj_out")
         for name, attention in attentions:
             processor = self.make_processor(attention, name, state, backend)
             attention.set_processor(processor)

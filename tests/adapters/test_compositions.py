@@ -299,3 +299,70 @@ def test_a_transformer_compiled_by_the_user_is_refused_naming_execution_compile(
     with pytest.raises(ValueError, match="already compiled"):
         transformer.compile()
         apply_ras(pipe, quarter())
+
+
+# -- LoRA ----------------------------------------------------------------------------------------------------
+
+
+def lora_config(targets):
+    from peft import LoraConfig
+
+    return LoraConfig(r=2, lora_alpha=2, target_modules=targets, init_lora_weights=False)
+
+
+def plain(pipe, call):
+    """`call()` on the pipeline with RAS taken off for the moment (same sampler put back)."""
+    from rasfw.hooks import _attachment
+
+    sampler = _attachment(pipe).sampler
+    remove_ras(pipe)
+    try:
+        return call()
+    finally:
+        apply_ras(pipe, sampler)
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_lora_on_any_module_before_or_after_apply_ras(order):
+    """peft LoRA layers on the attention projections and on `proj_out` (which RAS hooks: the hook follows the LoRA
+    layer that wraps it, and the base layer back after unloading), loaded before or after `apply_ras`, then
+    `set_adapters` with a weight, `fuse_lora`, `unfuse_lora` and `unload_lora` with RAS attached: at ratio 1 every
+    stage is bit for bit the plain pipeline in the same LoRA state; at 0.25, finite and close to it."""
+    pytest.importorskip("peft")
+    call = None
+    for sampler in (exact, quarter):
+        pipe = tiny_sd3_pipeline()
+        transformer = pipe.transformer
+        base = run(pipe, **sd3_inputs())
+
+        def call():
+            return run(pipe, **sd3_inputs())
+
+        def load():
+            with _seeded(11):
+                transformer.add_adapter(lora_config(["to_q", "to_k", "to_v", "proj_out"]), adapter_name="style")
+
+        if order == "before":
+            load()
+        apply_ras(pipe, sampler())
+        if order == "after":
+            load()
+        stages = [
+            ("loaded", lambda: None),
+            ("weighted", lambda: transformer.set_adapters(["style"], weights=[0.5])),
+            ("fused", lambda: transformer.fuse_lora(lora_scale=1.0)),
+            ("unfused", lambda: transformer.unfuse_lora()),
+            ("unloaded", lambda: transformer.unload_lora()),
+        ]
+        for stage, action in stages:
+            action()
+            got, want = call(), plain(pipe, call)
+            if stage != "unloaded":
+                assert not torch.equal(want, base), stage  # the LoRA changes the images
+            if sampler is exact:
+                assert torch.equal(got, want), stage
+            else:
+                assert torch.isfinite(got).all() and not torch.equal(got, want), stage
+                assert relative(got, want) < 0.5, (stage, relative(got, want))
+        remove_ras(pipe)
+        assert torch.equal(call(), want)  # (not `base`: fusing and unfusing rounds the weights)
