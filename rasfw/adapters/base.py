@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers.hooks import ModelHook
 
-from rasfw.adapters.hooks import GatherHook, Hooked, ScatterHook, attach_hook, check_unwrappable, detach_hook
+from rasfw.adapters.hooks import HOOK_NAME, GatherHook, Hooked, ScatterHook, attach_hook, check_unwrappable, detach_hook
 from rasfw.backends.base import TokenBackend
 from rasfw.interfaces import ModelAdapter
 from rasfw.state import ForwardPlan, RegionState
@@ -103,14 +103,18 @@ class ProjectionCacheAdapter(ModelAdapter):
     def follow_modules(self, model: torch.nn.Module) -> None:
         """Before a generation: a boundary module replaced since `install` (peft wraps `proj_out` or `x_embedder`
         in a LoRA layer that adds its own low-rank path to the base layer's output; `unload_lora` puts the base
-        layer back) gets the hook, and the module it left is restored."""
+        layer back) gets the hook, and the module it left is restored. A hook registered on a boundary module
+        after rasfw's (First Block Cache's head-block hook on Wan's first block) is moved inside it: rasfw's
+        hook is re-registered last, so others see the tokens the call computes."""
         for attribute, (hook, hooked) in list(self._boundaries.items()):
             current = model.get_submodule(attribute)
-            if current is hooked.module:
+            order = getattr(getattr(current, "_diffusers_hook", None), "_hook_order", [])
+            if current is hooked.module and order[-1:] == [HOOK_NAME]:
                 continue
             detach_hook(hooked)
             self._hooked.remove(hooked)
             moved = attach_hook(current, hook)
+            moved.created_registry = hooked.created_registry and current is hooked.module
             self._hooked.append(moved)
             self._boundaries[attribute] = (hook, moved)
 

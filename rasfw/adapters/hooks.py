@@ -117,12 +117,29 @@ def check_unwrappable(hooked: Hooked, name: str) -> None:
         )
 
 
+def _remove_relinking(registry: HookRegistry) -> None:
+    """`registry.remove_hook(HOOK_NAME)`, keeping the hook registered after rasfw's working.
+
+    diffusers re-links the next hook by pointing its `forward` at the forward before the removed one; for a hook
+    with its own `new_forward` (First Block Cache's head-block hook) that `forward` is the hook's own entry, and its
+    `original_forward` still calls the removed hook: the next hook would silently stop running. Here its entry
+    stays and its `original_forward` gets the forward before rasfw's.
+    """
+    order = registry._hook_order
+    index = order.index(HOOK_NAME)
+    following = registry._fn_refs[index + 1] if index + 1 < len(order) else None
+    entry = following.forward if following is not None else None
+    registry.remove_hook(HOOK_NAME, recurse=False)
+    if following is not None and following.original_forward is not None:
+        following.original_forward, following.forward = following.forward, entry
+
+
 def detach_hook(hooked: Hooked) -> None:
     """Remove rasfw's hook; a module that has no other hook left is as it was before `attach_hook`."""
     module = hooked.module
     registry = module._diffusers_hook
     outer = vars(module).get("forward") if wrapped_after(hooked) == "accelerate" else None
-    registry.remove_hook(HOOK_NAME, recurse=False)
+    _remove_relinking(registry)
     if outer is not None:  # keep accelerate's wrapper (its hook still runs), around the forward before rasfw's
         module._old_forward = module.forward
         module.forward = outer

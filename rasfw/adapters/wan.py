@@ -60,7 +60,7 @@ class WanAdapter(ProjectionCacheAdapter):
         self._patch, self._channels = (pt, ph, pw), int(model.config.out_channels or model.config.in_channels)
         self._state = state
         self.hook(model.rope, _RotaryGatherHook(state))
-        self.hook(model.blocks[0], _FirstBlockGatherHook(state, backend))
+        self.hook(model.blocks[0], _FirstBlockGatherHook(state, backend), "blocks.0")
         self.hook(model.proj_out, ScatterHook(state, backend), "proj_out")
         for name, attention in attentions:
             processor = self.make_processor(attention, name, state, backend)
