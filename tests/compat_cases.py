@@ -53,7 +53,7 @@ class Case:
 
     Attributes:
         make: builds the pipeline (tiny parts, fixed seeds).
-        inputs: the keyword arguments of one call (fresh generators each time).
+        inputs: the keyword arguments of one call for a `Request` (fresh generators each time).
         contexts: the pipeline opens `transformer.cache_context(name)` per call (diffusers' step caches need it).
         sibling: a pipeline class `from_pipe` makes of it (sharing transformer and scheduler), or None.
         sibling_inputs: that sibling's call.
@@ -61,7 +61,7 @@ class Case:
     """
 
     make: Callable[[], Any]
-    inputs: Callable[[], dict]
+    inputs: Callable[..., dict]
     contexts: bool = False
     sibling: type | None = None
     sibling_inputs: Callable[[], dict] | None = None
@@ -78,13 +78,23 @@ def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pixels(seed: int, channels: int = 3) -> torch.Tensor:
-    return torch.rand(1, channels, HEIGHT * VAE_SCALE, WIDTH * VAE_SCALE, generator=generator(seed))
+@dataclass(frozen=True)
+class Request:
+    """What one call asks for: steps, images, and the latent size (the pipeline's pixels are 8x that)."""
+
+    steps: int = STEPS
+    batch: int = 1
+    height: int = HEIGHT
+    width: int = WIDTH
 
 
-def mask() -> torch.Tensor:
-    m = torch.zeros(1, 1, HEIGHT * VAE_SCALE, WIDTH * VAE_SCALE)
-    m[..., : HEIGHT * VAE_SCALE // 2, :] = 1.0
+def pixels(r: Request, seed: int, channels: int = 3) -> torch.Tensor:
+    return torch.rand(r.batch, channels, r.height * VAE_SCALE, r.width * VAE_SCALE, generator=generator(seed))
+
+
+def mask(r: Request) -> torch.Tensor:
+    m = torch.zeros(r.batch, 1, r.height * VAE_SCALE, r.width * VAE_SCALE)
+    m[..., : r.height * VAE_SCALE // 2, :] = 1.0
     return m
 
 
@@ -103,24 +113,24 @@ def sd3(cls=StableDiffusion3Pipeline, sd35: bool = False, **extra) -> Any:
     return pipe
 
 
-def sd3_text() -> dict:
-    text, pooled, neg_text, neg_pooled = per_image(1, 0, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,), (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
+def sd3_text(r: Request = Request()) -> dict:
+    text, pooled, neg_text, neg_pooled = per_image(r.batch, 0, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,), (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
     return {"prompt_embeds": text, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": neg_text,
-            "negative_pooled_prompt_embeds": neg_pooled, "num_inference_steps": STEPS, "guidance_scale": 3.0,
+            "negative_pooled_prompt_embeds": neg_pooled, "num_inference_steps": r.steps, "guidance_scale": 3.0,
             "output_type": "latent"}  # fmt: skip
 
 
-def sd3_txt2img() -> dict:
-    (latents,) = per_image(1, 1, (LATENT_CHANNELS, HEIGHT, WIDTH))
-    return {**sd3_text(), "latents": latents, "height": HEIGHT * VAE_SCALE, "width": WIDTH * VAE_SCALE}
+def sd3_txt2img(r: Request = Request()) -> dict:
+    (latents,) = per_image(r.batch, 1, (LATENT_CHANNELS, r.height, r.width))
+    return {**sd3_text(r), "latents": latents, "height": r.height * VAE_SCALE, "width": r.width * VAE_SCALE}
 
 
-def sd3_img2img() -> dict:
-    return {**sd3_text(), "image": pixels(5), "strength": 0.8, "generator": generator()}
+def sd3_img2img(r: Request = Request()) -> dict:
+    return {**sd3_text(r), "image": pixels(r, 5), "strength": 0.8, "generator": generator()}
 
 
-def sd3_inpaint() -> dict:
-    return {**sd3_img2img(), "mask_image": mask(), "height": HEIGHT * VAE_SCALE, "width": WIDTH * VAE_SCALE}
+def sd3_inpaint(r: Request = Request()) -> dict:
+    return {**sd3_img2img(r), "mask_image": mask(r), "height": r.height * VAE_SCALE, "width": r.width * VAE_SCALE}
 
 
 def sd3_inpaint_pipeline() -> StableDiffusion3InpaintPipeline:
@@ -157,12 +167,12 @@ def sd3_controlnet_model(seed: int = 3) -> SD3ControlNetModel:
     return model.eval()
 
 
-def sd3_controlnet_inputs() -> dict:
-    return {**sd3_txt2img(), "control_image": pixels(7), "controlnet_conditioning_scale": 0.7}
+def sd3_controlnet_inputs(r: Request = Request()) -> dict:
+    return {**sd3_txt2img(r), "control_image": pixels(r, 7), "controlnet_conditioning_scale": 0.7}
 
 
-def sd3_slg_inputs() -> dict:
-    return {**sd3_txt2img(), "skip_guidance_layers": [1], "skip_layer_guidance_start": 0.1, "skip_layer_guidance_stop": 0.7}
+def sd3_slg_inputs(r: Request = Request()) -> dict:
+    return {**sd3_txt2img(r), "skip_guidance_layers": [1], "skip_layer_guidance_start": 0.1, "skip_layer_guidance_stop": 0.7}
 
 
 # -- Flux -----------------------------------------------------------------------------------------------------
@@ -175,24 +185,24 @@ def flux(cls=FluxPipeline, transformer=None, **extra) -> Any:
     return pipe
 
 
-def flux_text(guidance: float = 3.5) -> dict:
-    text, pooled = per_image(1, 0, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
-    return {"prompt_embeds": text, "pooled_prompt_embeds": pooled, "num_inference_steps": STEPS,
-            "guidance_scale": guidance, "output_type": "latent", "height": HEIGHT * VAE_SCALE,
-            "width": WIDTH * VAE_SCALE}  # fmt: skip
+def flux_text(r: Request = Request(), guidance: float = 3.5) -> dict:
+    text, pooled = per_image(r.batch, 0, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
+    return {"prompt_embeds": text, "pooled_prompt_embeds": pooled, "num_inference_steps": r.steps,
+            "guidance_scale": guidance, "output_type": "latent", "height": r.height * VAE_SCALE,
+            "width": r.width * VAE_SCALE}  # fmt: skip
 
 
-def flux_txt2img() -> dict:
-    (latents,) = per_image(1, 1, (LATENT_CHANNELS, HEIGHT, WIDTH))
-    return {**flux_text(), "latents": pack(latents)}
+def flux_txt2img(r: Request = Request()) -> dict:
+    (latents,) = per_image(r.batch, 1, (LATENT_CHANNELS, r.height, r.width))
+    return {**flux_text(r), "latents": pack(latents)}
 
 
-def flux_img2img() -> dict:
-    return {**flux_text(), "image": pixels(5), "strength": 0.8, "generator": generator()}
+def flux_img2img(r: Request = Request()) -> dict:
+    return {**flux_text(r), "image": pixels(r, 5), "strength": 0.8, "generator": generator()}
 
 
-def flux_inpaint() -> dict:
-    return {**flux_img2img(), "mask_image": mask()}
+def flux_inpaint(r: Request = Request()) -> dict:
+    return {**flux_img2img(r), "mask_image": mask(r)}
 
 
 def flux_fill_transformer() -> FluxTransformer2DModel:
@@ -207,8 +217,8 @@ def flux_fill_transformer() -> FluxTransformer2DModel:
     return model.eval()
 
 
-def flux_fill() -> dict:
-    return {**flux_text(), "image": pixels(5), "mask_image": mask(), "generator": generator()}
+def flux_fill(r: Request = Request()) -> dict:
+    return {**flux_text(r), "image": pixels(r, 5), "mask_image": mask(r), "generator": generator()}
 
 
 def flux_controlnet_model(seed: int = 3) -> FluxControlNetModel:
@@ -223,34 +233,34 @@ def flux_controlnet_model(seed: int = 3) -> FluxControlNetModel:
     return model.eval()
 
 
-def flux_controlnet_inputs() -> dict:
-    return {**flux_txt2img(), "control_image": pixels(7), "controlnet_conditioning_scale": 0.7, "generator": generator()}
+def flux_controlnet_inputs(r: Request = Request()) -> dict:
+    return {**flux_txt2img(r), "control_image": pixels(r, 7), "controlnet_conditioning_scale": 0.7, "generator": generator()}
 
 
-def flux_true_cfg() -> dict:
-    neg_text, neg_pooled = per_image(1, 9, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
-    return {**flux_txt2img(), "negative_prompt_embeds": neg_text, "negative_pooled_prompt_embeds": neg_pooled,
+def flux_true_cfg(r: Request = Request()) -> dict:
+    neg_text, neg_pooled = per_image(r.batch, 9, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
+    return {**flux_txt2img(r), "negative_prompt_embeds": neg_text, "negative_pooled_prompt_embeds": neg_pooled,
             "true_cfg_scale": 2.0}  # fmt: skip
 
 
 # -- Lumina-Next, Wan ---------------------------------------------------------------------------------------------
 
 
-def lumina_inputs() -> dict:
-    latents, text, neg_text = per_image(1, 0, (LATENT_CHANNELS, HEIGHT, WIDTH), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM))
-    m = torch.ones(1, TEXT_LEN, dtype=torch.long)
+def lumina_inputs(r: Request = Request()) -> dict:
+    latents, text, neg_text = per_image(r.batch, 0, (LATENT_CHANNELS, r.height, r.width), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM))
+    m = torch.ones(r.batch, TEXT_LEN, dtype=torch.long)
     return {"prompt_embeds": text, "prompt_attention_mask": m, "negative_prompt_embeds": neg_text,
-            "negative_prompt_attention_mask": m, "latents": latents, "height": HEIGHT * VAE_SCALE,
-            "width": WIDTH * VAE_SCALE, "num_inference_steps": STEPS, "guidance_scale": 3.0,
+            "negative_prompt_attention_mask": m, "latents": latents, "height": r.height * VAE_SCALE,
+            "width": r.width * VAE_SCALE, "num_inference_steps": r.steps, "guidance_scale": 3.0,
             "output_type": "latent"}  # fmt: skip
 
 
-def wan_inputs() -> dict:
+def wan_inputs(r: Request = Request()) -> dict:
     from rasfw.pipelines.tiny import WAN_LATENT_CHANNELS
 
-    latents, text, negative = per_image(1, 0, (WAN_LATENT_CHANNELS, 3, HEIGHT, WIDTH), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM))
-    return {"prompt_embeds": text, "negative_prompt_embeds": negative, "latents": latents, "height": HEIGHT * VAE_SCALE,
-            "width": WIDTH * VAE_SCALE, "num_frames": 9, "num_inference_steps": STEPS, "guidance_scale": 3.0,
+    latents, text, negative = per_image(r.batch, 0, (WAN_LATENT_CHANNELS, 3, r.height, r.width), (TEXT_LEN, TEXT_DIM), (TEXT_LEN, TEXT_DIM))
+    return {"prompt_embeds": text, "negative_prompt_embeds": negative, "latents": latents, "height": r.height * VAE_SCALE,
+            "width": r.width * VAE_SCALE, "num_frames": 9, "num_inference_steps": r.steps, "guidance_scale": 3.0,
             "output_type": "latent"}  # fmt: skip
 
 

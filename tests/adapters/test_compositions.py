@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, FluxControlNetPipeline, StableDiffusion3ControlNetPipeline
-from diffusers.models import FluxControlNetModel, SD3ControlNetModel
+from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3ControlNetPipeline
 
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
-from rasfw.pipelines.tiny import (
-    LATENT_CHANNELS,
-    POOLED_DIM,
-    TEXT_DIM,
-    TEXT_LEN,
-    _seeded,
-    flux_scheduler,
-    tiny_flux_transformer,
-    tiny_sd3_pipeline,
-    tiny_vae,
-)
+from rasfw.pipelines.tiny import _seeded, tiny_sd3_pipeline
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
-from tests.tiny_pipelines import VAE_SCALE, pack, per_image
-
-STEPS = 8
-HEIGHT, WIDTH = 8, 12  # latent pixels
+from tests.compat_cases import (
+    Request,
+    call,
+    pixels,
+    sd3,
+    sd3_controlnet_inputs,
+    sd3_controlnet_model,
+    sd3_img2img,
+    sd3_slg_inputs,
+    sd3_txt2img,
+)
 
 
 def exact() -> RegionAdaptiveSampler:
@@ -44,145 +40,61 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def check(pipe, call, close: float = 0.5) -> None:
+def check(pipe, run, close: float = 0.5) -> None:
     """Ratio 1 exact, 0.25 finite, different and within `close` (relative L2) of dense, removal exact."""
-    dense = call()
+    dense = run()
     apply_ras(pipe, exact())
     try:
-        assert torch.equal(call(), dense)
+        assert torch.equal(run(), dense)
     finally:
         remove_ras(pipe)
     apply_ras(pipe, quarter())
     try:
-        out = call()
+        out = run()
     finally:
         remove_ras(pipe)
     assert torch.isfinite(out).all() and not torch.equal(out, dense)
     assert relative(out, dense) < close, relative(out, dense)
-    assert torch.equal(call(), dense)
+    assert torch.equal(run(), dense)
 
 
-def sd3_inputs(batch: int = 1, seed: int = 0) -> dict:
-    latents, text, pooled, neg_text, neg_pooled = per_image(
-        batch, seed, (LATENT_CHANNELS, HEIGHT, WIDTH), (TEXT_LEN, TEXT_DIM), (POOLED_DIM,), (TEXT_LEN, TEXT_DIM),
-        (POOLED_DIM,),
-    )  # fmt: skip
-    return {
-        "prompt_embeds": text, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": neg_text,
-        "negative_pooled_prompt_embeds": neg_pooled, "latents": latents, "height": HEIGHT * VAE_SCALE,
-        "width": WIDTH * VAE_SCALE, "num_inference_steps": STEPS, "guidance_scale": 3.0, "output_type": "latent",
-    }  # fmt: skip
+STEPS8 = Request(steps=8)
 
 
-@torch.no_grad()
+def sd3_inputs() -> dict:
+    return sd3_txt2img(STEPS8)
+
+
 def run(pipe, **kwargs):
-    return pipe(**kwargs).images
+    return call(pipe, kwargs)
 
 
-# -- SD3 ------------------------------------------------------------------------------------------------------
-
-
-def test_sd3_skip_layer_guidance():
-    """The skip-layer call (`skip_layers=[1]`, at steps 1-5 here) is a cache context of its own: it is first called
-    at a dense step, captures at step 1 like the ordinary call, and recomputes its active tokens at RAS steps."""
-    pipe = tiny_sd3_pipeline()
-    slg = {"skip_guidance_layers": [1], "skip_layer_guidance_start": 0.1, "skip_layer_guidance_stop": 0.7}
-    check(pipe, lambda: run(pipe, **sd3_inputs(), **slg))
+# -- SD3 (beyond the matrix) -------------------------------------------------------------------------------------
 
 
 def test_sd3_skip_layer_guidance_starting_at_a_ras_step_runs_its_first_call_dense():
+    """The skip-layer call is a cache context of its own; here it first comes at step 3, a RAS step: that call runs
+    dense and fills its caches, and the next ones recompute the active tokens (the matrix starts it at step 1)."""
     pipe = tiny_sd3_pipeline()
     slg = {"skip_guidance_layers": [0], "skip_layer_guidance_start": 0.3, "skip_layer_guidance_stop": 0.9}
-    check(pipe, lambda: run(pipe, **sd3_inputs(), **slg))
+    check(pipe, lambda: run(pipe, **{**sd3_slg_inputs(STEPS8), **slg}))
 
 
-def tiny_sd3_controlnet(seed: int = 3) -> SD3ControlNetModel:
-    with _seeded(seed):
-        model = SD3ControlNetModel(
-            sample_size=16, patch_size=2, in_channels=LATENT_CHANNELS, num_layers=1, attention_head_dim=8,
-            num_attention_heads=2, joint_attention_dim=TEXT_DIM, caption_projection_dim=16,
-            pooled_projection_dim=POOLED_DIM, out_channels=LATENT_CHANNELS, pos_embed_max_size=32,
-        )  # fmt: skip
-    with torch.no_grad():  # its output blocks start at zero: give the residuals signal
-        for block in model.controlnet_blocks:
-            torch.nn.init.normal_(block.weight, std=0.2)
-    return model.eval()
-
-
-def sd3_controlnet_pipeline(controlnet) -> StableDiffusion3ControlNetPipeline:
-    base = tiny_sd3_pipeline()
-    none = dict.fromkeys(("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3"))
-    pipe = StableDiffusion3ControlNetPipeline(
-        transformer=base.transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(1), controlnet=controlnet,
-        **none,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def control_image(batch: int = 1, seed: int = 7) -> torch.Tensor:
-    return torch.rand(batch, 3, HEIGHT * VAE_SCALE, WIDTH * VAE_SCALE, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
-def test_sd3_controlnet(multi):
-    """The ControlNet's per-block residuals `(B, N, D)` are kept at the active tokens at RAS calls."""
-    controlnet = [tiny_sd3_controlnet(3), tiny_sd3_controlnet(4)] if multi else tiny_sd3_controlnet()
-    pipe = sd3_controlnet_pipeline(controlnet)
-    image = [control_image(), control_image(seed=8)] if multi else control_image()
-    scale = [0.7, 0.5] if multi else 0.7
-    dense = run(pipe, **sd3_inputs(), control_image=image, controlnet_conditioning_scale=scale)
-    plain = run(pipe, **sd3_inputs(), control_image=image, controlnet_conditioning_scale=0.0 if not multi else [0.0, 0.0])
-    assert not torch.equal(dense, plain)  # the residuals matter
-    check(pipe, lambda: run(pipe, **sd3_inputs(), control_image=image, controlnet_conditioning_scale=scale))
-
-
-# -- Flux -----------------------------------------------------------------------------------------------------
-
-
-def tiny_flux_controlnet(seed: int = 3) -> FluxControlNetModel:
-    with _seeded(seed):
-        model = FluxControlNetModel(
-            patch_size=1, in_channels=LATENT_CHANNELS * 4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-            num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
-            guidance_embeds=True, axes_dims_rope=(2, 2, 4),
-        )  # fmt: skip
-    with torch.no_grad():
-        for block in [*model.controlnet_blocks, *model.controlnet_single_blocks, model.controlnet_x_embedder]:
-            torch.nn.init.normal_(block.weight, std=0.2)
-    return model.eval()
-
-
-def test_flux_controlnet():
-    transformer = tiny_flux_transformer()
-    pipe = FluxControlNetPipeline(
-        transformer=transformer, scheduler=flux_scheduler(), vae=tiny_vae(1), text_encoder=None, tokenizer=None,
-        text_encoder_2=None, tokenizer_2=None, controlnet=tiny_flux_controlnet(),
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    latents, text, pooled = per_image(1, 0, (LATENT_CHANNELS, HEIGHT, WIDTH), (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
-    inputs = {
-        "prompt_embeds": text, "pooled_prompt_embeds": pooled, "latents": pack(latents), "height": HEIGHT * VAE_SCALE,
-        "width": WIDTH * VAE_SCALE, "num_inference_steps": STEPS, "guidance_scale": 3.5, "output_type": "latent",
-        "control_image": control_image(), "controlnet_conditioning_scale": 0.7,
-    }  # fmt: skip
-
-    def call(**extra):  # the control image's latents are sampled: a fresh generator per call
-        return run(pipe, **inputs, **extra, generator=torch.Generator().manual_seed(0))
-
-    plain = run(pipe, **{**inputs, "controlnet_conditioning_scale": 0.0}, generator=torch.Generator().manual_seed(0))
-    assert not torch.equal(call(), plain)  # the residuals matter
-    check(pipe, call)
+def test_sd3_multi_controlnet():
+    """Two ControlNets (`SD3MultiControlNetModel`): their summed per-block residuals are kept at the active tokens."""
+    pipe = sd3(StableDiffusion3ControlNetPipeline, controlnet=[sd3_controlnet_model(3), sd3_controlnet_model(4)])
+    inputs = {**sd3_controlnet_inputs(STEPS8), "control_image": [pixels(Request(), 7), pixels(Request(), 8)]}
+    with_control = run(pipe, **{**inputs, "controlnet_conditioning_scale": [0.7, 0.5]})
+    without = run(pipe, **{**inputs, "controlnet_conditioning_scale": [0.0, 0.0]})
+    assert not torch.equal(with_control, without)  # the residuals matter
+    check(pipe, lambda: run(pipe, **{**inputs, "controlnet_conditioning_scale": [0.7, 0.5]}))
 
 
 # -- ownership: shared parts, swapped parts, later hooks ------------------------------------------------------
 
 
-def img2img_inputs(seed: int = 0) -> dict:
-    inputs = sd3_inputs(seed=seed)
-    del inputs["latents"], inputs["height"], inputs["width"]
-    image = torch.rand(1, 3, HEIGHT * VAE_SCALE, WIDTH * VAE_SCALE, generator=torch.Generator().manual_seed(5))
-    return {**inputs, "image": image, "strength": 0.8, "generator": torch.Generator().manual_seed(seed)}
+def img2img_inputs() -> dict:
+    return sd3_img2img(STEPS8)
 
 
 def test_a_from_pipe_sibling_samples_without_ras_and_an_interrupted_call_frees_its_caches():
@@ -261,7 +173,7 @@ def test_remove_ras_keeps_model_cpu_offload_added_after_it():
     remove_ras(pipe)
     assert pipe.transformer._hf_hook is hook
     assert torch.equal(run(pipe, **sd3_inputs()), dense)
-    assert len(calls) == STEPS  # one offload pre-forward per transformer call (CFG is one batched call)
+    assert len(calls) == STEPS8.steps  # one offload pre-forward per transformer call (CFG is one batched call)
     pipe.remove_all_hooks()
     assert torch.equal(run(pipe, **sd3_inputs()), dense)
 

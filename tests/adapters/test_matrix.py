@@ -21,12 +21,12 @@ from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
 from rasfw.pipelines.tiny import _seeded
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
-from tests.compat_cases import CASES, STEPS, call
+from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call
 
 CLOSE = 0.5
 FEATURES = [
     "ras", "lora_after_apply", "model_cpu_offload", "group_offload", "heun", "unipc", "dpm++", "first_block_cache",
-    "taylorseer_cache", "from_pipe", "interrupt", "step_counts", "user_compile",
+    "taylorseer_cache", "from_pipe", "interrupt", "requests", "user_compile",
 ]  # fmt: skip
 
 _FLUX_SOLVERS = {"heun": "n/a", "dpm++": "n/a"}  # Flux's pipelines pass sigmas / mu these schedulers refuse
@@ -193,18 +193,19 @@ def feature_interrupt(case, pipe, run):
         remove_ras(pipe)
 
 
-def feature_step_counts(case, pipe, run):
-    """Consecutive requests with other step counts each equal a freshly attached pipeline's."""
-    counts = (STEPS, STEPS + 3, STEPS)
+def feature_requests(case, pipe, run):
+    """Consecutive requests with other step counts, batches and sizes each equal a freshly attached pipeline's."""
+    requests = [Request(), Request(steps=STEPS + 3, batch=2), Request(height=WIDTH, width=HEIGHT), Request()]
     fresh = {}
-    for steps in sorted(set(counts)):
+    for r in set(requests):
         apply_ras(pipe, quarter())
-        fresh[steps] = call(pipe, {**case.inputs(), "num_inference_steps": steps})
+        fresh[r] = call(pipe, case.inputs(r))
         remove_ras(pipe)
+    assert fresh[requests[1]].shape[0] == 2
     apply_ras(pipe, quarter())
     try:
-        for steps in counts:
-            assert torch.equal(call(pipe, {**case.inputs(), "num_inference_steps": steps}), fresh[steps])
+        for r in requests:
+            assert torch.equal(call(pipe, case.inputs(r)), fresh[r]), r
     finally:
         remove_ras(pipe)
 
@@ -223,7 +224,7 @@ CELLS = {
     "group_offload": feature_group_offload, "heun": feature_scheduler("heun"), "unipc": feature_scheduler("unipc"),
     "dpm++": feature_scheduler("dpm++"), "first_block_cache": feature_step_cache("first_block_cache"),
     "taylorseer_cache": feature_step_cache("taylorseer_cache"), "from_pipe": feature_from_pipe,
-    "interrupt": feature_interrupt, "step_counts": feature_step_counts, "user_compile": feature_user_compile,
+    "interrupt": feature_interrupt, "requests": feature_requests, "user_compile": feature_user_compile,
 }  # fmt: skip
 
 
