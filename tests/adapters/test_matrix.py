@@ -76,11 +76,7 @@ def check_exact(case, attach=None, prepare=None) -> None:
     The plain reference is a second pipeline built alike (the builders are seeded) with the same feature.
     """
     for sampler, ratio_one in ((exact(), True), (quarter(), False)):
-        reference = case.make()
-        for step in (prepare, attach):
-            if step is not None:
-                step(reference)
-        plain = call(reference, case.inputs())
+        plain = _plain(case, prepare, attach)
         pipe = case.make()
         if prepare is not None:
             prepare(pipe)
@@ -97,6 +93,28 @@ def check_exact(case, attach=None, prepare=None) -> None:
             assert torch.isfinite(out).all() and not torch.equal(out, plain)
             assert relative(out, plain) < CLOSE, relative(out, plain)
         assert torch.equal(call(pipe, case.inputs()), plain)
+
+
+MATRIX_RELEASE = (0, 42)
+"""The diffusers release the matrix describes (the one the project is tested with first)."""
+
+
+def _plain(case, prepare, attach) -> torch.Tensor:
+    """The reference: a pipeline built alike with the feature, without RAS. An older diffusers release (the
+    oldest-versions run) that cannot run the feature even without RAS skips the cell, naming the release."""
+    import diffusers
+
+    try:
+        reference = case.make()
+        for step in (prepare, attach):
+            if step is not None:
+                step(reference)
+        return call(reference, case.inputs())
+    except Exception as exc:
+        release = tuple(int(x) for x in diffusers.__version__.split(".")[:2])
+        if release < MATRIX_RELEASE:
+            pytest.skip(f"diffusers {diffusers.__version__} cannot run this feature even without RAS ({type(exc).__name__})")
+        raise
 
 
 def _scheduler(name: str):
