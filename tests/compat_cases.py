@@ -26,6 +26,7 @@ from diffusers import (
 )
 from diffusers.models import FluxControlNetModel, SD3ControlNetModel
 
+from rasfw import RegionAdaptiveSampler
 from rasfw.pipelines.tiny import (
     LATENT_CHANNELS,
     POOLED_DIM,
@@ -40,6 +41,8 @@ from rasfw.pipelines.tiny import (
     tiny_vae,
     tiny_wan_pipeline,
 )
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset, NoReset
 from tests.tiny_pipelines import VAE_SCALE, pack, per_image
 
 STEPS = 6
@@ -66,6 +69,20 @@ class Case:
     sibling: type | None = None
     sibling_inputs: Callable[[], dict] | None = None
     lora: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "proj_out"])
+
+
+def exact() -> RegionAdaptiveSampler:
+    """RAS at ratio 1: bit for bit the plain pipeline."""
+    return RegionAdaptiveSampler(ratio=ConstantRatio(1.0, 2), reset=NoReset())
+
+
+def quarter() -> RegionAdaptiveSampler:
+    """RAS at 0.25 after 2 warm-up steps, a reset at step 4."""
+    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([4]))
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
 
 
 def call(pipe, inputs: dict) -> torch.Tensor:

@@ -11,13 +11,14 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3ControlNetPipeline
 
-from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw import apply_ras, remove_ras
 from rasfw.pipelines.tiny import _seeded, tiny_sd3_pipeline
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
 from tests.compat_cases import (
     Request,
     call,
+    exact,
+    quarter,
+    relative,
     pixels,
     sd3,
     sd3_controlnet_inputs,
@@ -26,18 +27,6 @@ from tests.compat_cases import (
     sd3_slg_inputs,
     sd3_txt2img,
 )
-
-
-def exact() -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(1.0, 2), reset=NoReset())
-
-
-def quarter() -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]))
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 def check(pipe, run, close: float = 0.5) -> None:

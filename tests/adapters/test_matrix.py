@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw import apply_ras, remove_ras
 from rasfw.pipelines.tiny import _seeded
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
-from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call
+from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call, exact, quarter, relative
 
 CLOSE = 0.5
 FEATURES = [
@@ -56,18 +54,6 @@ def _expected(name: str, feature: str) -> str:
 
 EXPECTED = {name: {feature: _expected(name, feature) for feature in FEATURES} for name in CASES}
 """Per pipeline and feature: "exact", "refused", "n/a", or "-" (no test: the combination is not offered)."""
-
-
-def exact() -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(1.0, 2), reset=NoReset())
-
-
-def quarter() -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([4]))
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 def check_exact(case, attach=None, prepare=None) -> None:
