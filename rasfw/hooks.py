@@ -9,6 +9,7 @@ adapter's hooks and attention processors inside it (the hook classes: `rasfw.ada
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,7 +149,7 @@ def apply_ras(
     attachment = _Attachment(parts, scheduler, sampler, backend, state, {}, owner_ref(pipe))
     _take_scheduler(attachment, scheduler)
     for part in parts:
-        part.hook.follow = functools.partial(_follow_scheduler, attachment)
+        part.hook.follow = functools.partial(_before_call, attachment)
     _wrap_end_of_call(pipe, attachment)
     object.__setattr__(pipe, _ATTR, attachment)
     return state
@@ -173,9 +174,22 @@ def _restore_scheduler(attachment: _Attachment) -> None:
             setattr(scheduler, name, value)
 
 
+def _before_call(attachment: _Attachment) -> None:
+    """Before every transformer call: follow a swapped scheduler; at a generation's first call, refuse a
+    guidance scale that is not a finite number (the pipeline would sample NaNs, with or without RAS)."""
+    _follow_scheduler(attachment)
+    state = attachment.state
+    pipe = attachment.owner() if attachment.owner is not None else None
+    if pipe is None or state.skips is not None or state.passthrough:
+        return
+    guidance = vars(pipe).get("_guidance_scale")
+    if isinstance(guidance, (int, float)) and not math.isfinite(guidance):
+        raise ValueError(f"guidance_scale must be a finite number; got {guidance}")
+
+
 def _follow_scheduler(attachment: _Attachment) -> None:
-    """Before a transformer call: if the owner's `scheduler` was replaced since `apply_ras`, move the wrappers to
-    the new one and start the generation from its timesteps (set before this first call)."""
+    """If the owner's `scheduler` was replaced since `apply_ras`, move the wrappers to the new one and start the
+    generation from its timesteps (set before this first call)."""
     pipe = attachment.owner() if attachment.owner is not None else None
     current = vars(pipe).get("scheduler", attachment.scheduler) if pipe is not None else attachment.scheduler
     if current is attachment.scheduler or current is None:

@@ -211,7 +211,7 @@ class RegionState:
             the selection over time; off by default: it copies from the device once per RAS step).
         selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
         step_callbacks: called with the state after each step (`step` already advanced), before the
-            scheduler's own step: for what must follow the token sets RAS computes (a step cache beside it).
+            scheduler's own step (e.g. to record what each step held).
         fill: the sampler's inactive-token fill for this generation (set at its first call).
         clock: 0-d float32 tensor, the current step, at a fixed address (forecasting fills read it inside
             the call); `None` unless the fill forecasts.

@@ -198,7 +198,7 @@ class TransformerHook(ModelHook):
         self.sampler, self.adapter, self.state, self.executor = sampler, adapter, state, executor
         self.scope = scope  # which of the pipeline's transformers this is
         self.context = _ContextName()
-        self.follow: Callable[[], None] | None = None  # follows a scheduler swapped on the pipeline (rasfw.hooks)
+        self.follow: Callable[[], None] | None = None  # checks of the pipeline before each call (rasfw.hooks)
 
     def context_name(self, args: tuple = (), kwargs: dict[str, Any] | None = None) -> str:
         """The cache context of the call in progress; a second transformer's contexts are its own, and a call

@@ -267,3 +267,16 @@ def test_lora_on_any_module_before_or_after_apply_ras(order):
                 assert relative(got, want) < 0.5, (stage, relative(got, want))
         remove_ras(pipe)
         assert torch.equal(call(), want)  # (not `base`: fusing and unfusing rounds the weights)
+
+
+def test_a_guidance_scale_that_is_not_finite_is_refused_before_the_first_step():
+    """`guidance_scale=nan` in Python (the command line refuses it already): one line at the first call."""
+    pipe = tiny_sd3_pipeline()
+    state = apply_ras(pipe, quarter())
+    try:
+        with pytest.raises(ValueError, match="guidance_scale must be a finite number; got nan"):
+            run(pipe, **{**sd3_inputs(), "guidance_scale": float("nan")})
+        assert state.update_count is None
+        assert torch.isfinite(run(pipe, **sd3_inputs())).all()
+    finally:
+        remove_ras(pipe)
