@@ -47,6 +47,16 @@ class RASProcessor:
         self.state = state
         self.backend = backend
 
+    @property
+    def _attention_backend(self) -> Any:
+        """diffusers' attention backend (`transformer.set_attention_backend(...)`) lives on the original processor,
+        which runs every dense call; RAS calls read it there too (Flux's dispatch) or use PyTorch's SDPA."""
+        return getattr(self.original, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, backend: Any) -> None:
+        self.original._attention_backend = backend
+
     def joins_text(self) -> bool:
         """Whether this module's image tokens attend jointly to the text tokens (a joint buffer)."""
         return False

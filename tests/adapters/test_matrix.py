@@ -23,7 +23,7 @@ from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call, exact
 
 CLOSE = 0.5
 FEATURES = [
-    "ras", "lora_after_apply", "model_cpu_offload", "group_offload", "heun", "unipc", "dpm++", "first_block_cache",
+    "ras", "lora_after_apply", "model_cpu_offload", "group_offload", "attention_backend", "heun", "unipc", "dpm++", "first_block_cache",
     "taylorseer_cache", "from_pipe", "interrupt", "requests", "user_compile",
 ]  # fmt: skip
 
@@ -153,6 +153,16 @@ def feature_group_offload(case, pipe, run):
         onload_device=cpu, offload_device=cpu, offload_type="block_level", num_blocks_per_group=1))  # fmt: skip
 
 
+def feature_attention_backend(case, pipe, run):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    active = _AttentionBackendRegistry._active_backend  # diffusers keeps the choice process-wide too
+    try:
+        check_exact(case, lambda p: p.transformer.set_attention_backend("_native_math"))
+    finally:
+        _AttentionBackendRegistry.set_active_backend(active)
+
+
 def feature_scheduler(name):
     def cell(case, pipe, run):
         check_exact(case, prepare=lambda p: setattr(p, "scheduler", _scheduler(name)(p)))
@@ -225,7 +235,7 @@ def feature_user_compile(case, pipe, run):
 
 CELLS = {
     "ras": feature_ras, "lora_after_apply": feature_lora_after_apply, "model_cpu_offload": feature_model_cpu_offload,
-    "group_offload": feature_group_offload, "heun": feature_scheduler("heun"), "unipc": feature_scheduler("unipc"),
+    "group_offload": feature_group_offload, "attention_backend": feature_attention_backend, "heun": feature_scheduler("heun"), "unipc": feature_scheduler("unipc"),
     "dpm++": feature_scheduler("dpm++"), "first_block_cache": feature_step_cache("first_block_cache"),
     "taylorseer_cache": feature_step_cache("taylorseer_cache"), "from_pipe": feature_from_pipe,
     "interrupt": feature_interrupt, "requests": feature_requests, "user_compile": feature_user_compile,
