@@ -41,6 +41,17 @@ def diffusers_hook_state() -> tuple[type, type]:
     return BaseState, StateManager
 
 
+def layerwise_compute_dtype(module: Any) -> Any:
+    """The compute dtype of diffusers' layerwise casting on `module` (`enable_layerwise_casting` stores its weights
+    in a low-precision dtype and casts them per forward, through a `LayerwiseCastingHook` in the module's private
+    `_diffusers_hook` registry), or None where the module has none."""
+    from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
+
+    registry = getattr(module, "_diffusers_hook", None)
+    hooks = getattr(registry, "hooks", {}) if registry is not None else {}
+    return next((h.compute_dtype for h in hooks.values() if isinstance(h, LayerwiseCastingHook)), None)
+
+
 # -- torch.compile ------------------------------------------------------------------------------------
 
 

@@ -126,6 +126,8 @@ def apply_ras(
     executors = {scope: build_executor(execution, **options) for scope in transformers}
     for scope, transformer in transformers.items():
         executors[scope].check(_device(transformer))
+    for transformer in transformers.values():
+        find_adapter(transformer).check_pipeline(pipe)
     adapters = {scope: find_adapter(transformer)() for scope, transformer in transformers.items()}
     backend = resolve_backend(sampler.backend, device)
     state = RegionState(keep_buffers=any(e.keeps_buffers for e in executors.values()))

@@ -207,6 +207,18 @@ class ModelAdapter(ABC):
     def remove(self, model: torch.nn.Module) -> None:
         """Undo `install`, restoring the original modules and forwards exactly."""
 
+    refused_pipelines: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """`(pipeline class name, why)` of pipelines around a supported transformer that RAS cannot sample: `apply_ras`
+    refuses them (and their subclasses) by name, before anything is changed."""
+
+    @classmethod
+    def check_pipeline(cls, pipe: Any) -> None:
+        """Raise `ValueError` (one line) if `pipe` is one of `refused_pipelines`."""
+        why = dict(cls.refused_pipelines)
+        refused = next((k.__name__ for k in type(pipe).__mro__ if k.__name__ in why), None)
+        if refused is not None:
+            raise ValueError(f"apply_ras does not support {refused}: {why[refused]}")
+
     def check_removable(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """Raise `ValueError` (one line) if `remove` would put back objects over something replaced since
         `install` (another library's attention processor, say); `remove_ras` asks every adapter first."""

@@ -265,13 +265,7 @@ def _planned(state: RegionState, plan: ForwardPlan) -> ForwardPlan:
     """Make `plan` the call in progress; a call that reads or writes caches is recorded per context (the step of
     its previous call stays in `caches.previous`, which the stale-cache checks compare against)."""
     if plan.caches is not None:
-        last = state.calls.get(plan.context)
-        if last == state.step:
-            raise RuntimeError(
-                f"the transformer was called twice at step {state.step} in cache context '{plan.context}'; "
-                "wrap each call of a step in its own transformer.cache_context(name) (e.g. cond / uncond)"
-            )
-        plan.caches.previous = last
+        plan.caches.previous = state.calls.get(plan.context)
         state.calls[plan.context] = state.step
     state.forward = plan
     return plan

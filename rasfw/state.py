@@ -56,8 +56,10 @@ class KVCache:
 
     def project_image(self, role: str, linear: torch.nn.Module, x: torch.Tensor, index: torch.Tensor | None,
                       backend: TokenBackend) -> None:
-        """`write_image(role, linear(x), index)`, fused into one projection-scatter kernel where possible."""
-        if index is not None and getattr(self, f"stored_{role}") is None and type(linear) is torch.nn.Linear:
+        """`write_image(role, linear(x), index)`, fused into one projection-scatter kernel where possible: a plain
+        `nn.Linear` whose forward no hook wraps (layerwise casting or leaf-level offloading act in the forward)."""
+        plain = type(linear) is torch.nn.Linear and "forward" not in vars(linear)
+        if index is not None and getattr(self, f"stored_{role}") is None and plain:
             backend.linear_scatter(x, linear.weight, linear.bias, index, getattr(self, role)[:, self.image])
             return
         self.write_image(role, linear(x), index)
@@ -205,6 +207,7 @@ class RegionState:
         kv_dtype: dtype the image keys/values are stored in; `None`: the model's dtype.
         keep_buffers: keep the buffers between generations (captured CUDA graphs hold their addresses).
         calls: per cache context, the last step at which a call read or wrote its caches.
+        call_order: per cache context name, `(step, calls so far at that step)` (see `call_context`).
         scopes: the transformers (by attribute name) called so far in this generation.
         metric_memory: what a metric with `uses_memory` keeps from step to step of this generation.
         record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
@@ -236,6 +239,7 @@ class RegionState:
     kv_dtype: torch.dtype | None = None
     keep_buffers: bool = False
     calls: dict[str, int] = field(default_factory=dict)
+    call_order: dict[str, tuple[int, int]] = field(default_factory=dict)
     scopes: set[str] = field(default_factory=set)
     metric_memory: dict = field(default_factory=dict)
     record_selection: bool = False
@@ -259,11 +263,22 @@ class RegionState:
         self.update_count = None
         self.grid = None
         self.calls.clear()
+        self.call_order.clear()
         self.scopes.clear()
         self.metric_memory.clear()
         self.selections = [None] * num_steps if self.record_selection else []
         self.forward = ForwardPlan()
         self.generator.manual_seed(seed)
+
+    def call_context(self, context: str) -> str:
+        """The cache context of a transformer call made in `context` at the current step: `context` for the
+        step's first call there, `context#k` for its k-th. A pipeline that calls the transformer k times a step
+        without `transformer.cache_context` (Flux img2img's true CFG: the prompt, then the negative prompt) makes
+        the same k calls in the same order every step, so the k-th call of every step keeps caches of its own."""
+        step, count = self.call_order.get(context, (-1, 0))
+        count = count + 1 if step == self.step else 1
+        self.call_order[context] = (self.step, count)
+        return context if count == 1 else f"{context}#{count}"
 
     def verify_step(self) -> None:
         """After the transformer calls of the current step: every context called with caches wrote them.

@@ -260,6 +260,13 @@ def flux_true_cfg(r: Request = Request()) -> dict:
             "true_cfg_scale": 2.0}  # fmt: skip
 
 
+def flux_img2img_true_cfg(r: Request = Request()) -> dict:
+    """Flux img2img's true CFG calls the transformer twice a step without `cache_context`."""
+    neg_text, neg_pooled = per_image(r.batch, 9, (TEXT_LEN, TEXT_DIM), (POOLED_DIM,))
+    return {**flux_img2img(r), "negative_prompt_embeds": neg_text, "negative_pooled_prompt_embeds": neg_pooled,
+            "true_cfg_scale": 2.0}  # fmt: skip
+
+
 # -- Lumina-Next, Wan ---------------------------------------------------------------------------------------------
 
 
@@ -297,6 +304,7 @@ CASES: dict[str, Case] = {
     "flux_controlnet": Case(lambda: flux(FluxControlNetPipeline, controlnet=flux_controlnet_model()),
                             flux_controlnet_inputs),
     "flux_true_cfg": Case(lambda: tiny_flux_pipeline(), flux_true_cfg, contexts=True),
+    "flux_img2img_true_cfg": Case(lambda: flux(FluxImg2ImgPipeline), flux_img2img_true_cfg),
     "lumina_next": Case(lambda: tiny_lumina_next_pipeline(), lumina_inputs, lora=["to_q", "to_k", "to_v", "to_out.0"]),
     "wan2.1": Case(lambda: tiny_wan_pipeline(), wan_inputs, contexts=True),
     "wan2.2": Case(lambda: tiny_wan_pipeline(two_stage=True), wan_inputs, contexts=True),

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from rasfw._compat import layerwise_compute_dtype
 from rasfw.backends.base import TokenBackend
 from rasfw.state import CallCaches, KVCache, RegionState, StaleCacheError
 
@@ -40,7 +41,19 @@ class RASProcessor:
 
     text_first: ClassVar[bool] = False
 
-    def __init__(self, attn: torch.nn.Module, original: Any, name: str, state: RegionState, backend: TokenBackend):
+    def __init__(
+        self,
+        attn: torch.nn.Module | None = None,
+        original: Any = None,
+        name: str = "",
+        state: RegionState | None = None,
+        backend: TokenBackend | None = None,
+    ):
+        if attn is None or state is None:  # diffusers rebuilds processors as `type(processor)()` (load_ip_adapter)
+            raise TypeError(
+                f"{type(self).__name__} is rasfw's and only apply_ras builds it: call remove_ras(pipe) before changing "
+                "the attention processors (load_ip_adapter, ...), then apply_ras(pipe, ...) again if they are supported"
+            )
         self.attn = attn
         self.original = original
         self.name = name
@@ -68,7 +81,7 @@ class RASProcessor:
         weight = self.attn.to_k.weight
         shape = (rows, tokens + text, self.attn.to_k.out_features)
         return self.state.kv_cache(
-            caches, self.name, shape, image, self.attn.to_v.out_features, weight.dtype, weight.device
+            caches, self.name, shape, image, self.attn.to_v.out_features, compute_dtype(self.attn.to_k), weight.device
         )
 
     def path(self) -> str:
@@ -99,6 +112,12 @@ class RASProcessor:
                 )
             cache.written_at = state.step
         return cache
+
+
+def compute_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype `module`'s outputs come in: its weights', or under diffusers' layerwise casting (weights stored in
+    float8 and cast per forward) the casting's compute dtype, which the caches must hold."""
+    return layerwise_compute_dtype(module) or next(module.parameters()).dtype
 
 
 def text_rows(cache: KVCache) -> slice:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers.hooks import ModelHook
 
+from rasfw.adapters._attention import compute_dtype
 from rasfw.adapters.hooks import HOOK_NAME, GatherHook, Hooked, ScatterHook, attach_hook, check_unwrappable, detach_hook
 from rasfw.backends.base import TokenBackend
 from rasfw.interfaces import ModelAdapter
@@ -71,17 +72,11 @@ class ProjectionCacheAdapter(ModelAdapter):
         names = {id(m): name for name, m in model.named_modules()}
         for hooked in self._hooked:
             check_unwrappable(hooked, names.get(id(hooked.module), type(hooked.module).__name__))
-        for attention, processor in self._processors:
-            if attention.processor is not processor:
-                raise ValueError(
-                    f"remove_ras: the attention processor of {names.get(id(attention), type(attention).__name__)} was "
-                    f"replaced after apply_ras (now {type(attention.processor).__name__}); set rasfw's back or undo "
-                    "that change first; nothing was removed"
-                )
 
     def remove(self, model: torch.nn.Module) -> None:
         for attention, processor in self._processors:
-            attention.set_processor(processor.original)
+            if attention.processor is processor:  # one set since apply_ras (set_attn_processor) stays
+                attention.set_processor(processor.original)
         for hooked in self._hooked:
             detach_hook(hooked)
         self._processors.clear()
@@ -105,7 +100,9 @@ class ProjectionCacheAdapter(ModelAdapter):
         in a LoRA layer that adds its own low-rank path to the base layer's output; `unload_lora` puts the base
         layer back) gets the hook, and the module it left is restored. A hook registered on a boundary module
         after rasfw's (First Block Cache's head-block hook on Wan's first block) is moved inside it: rasfw's
-        hook is re-registered last, so others see the tokens the call computes."""
+        hook is re-registered last, so others see the tokens the call computes. Attention processors replaced
+        since are followed too (`follow_processors`)."""
+        self.follow_processors()
         for attribute, (hook, hooked) in list(self._boundaries.items()):
             current = model.get_submodule(attribute)
             order = getattr(getattr(current, "_diffusers_hook", None), "_hook_order", [])
@@ -117,6 +114,25 @@ class ProjectionCacheAdapter(ModelAdapter):
             moved.created_registry = hooked.created_registry and current is hooked.module
             self._hooked.append(moved)
             self._boundaries[attribute] = (hook, moved)
+
+    def follow_processors(self) -> None:
+        """Before a generation: an attention processor set since `install` (`set_attn_processor`,
+        `set_default_attn_processor`) of a class the RAS processor runs is wrapped in a new RAS processor; any
+        other is refused in one line, before any step (RAS calls would hand it the active tokens only)."""
+        for i, (attention, processor) in enumerate(self._processors):
+            current = attention.processor
+            if current is processor:
+                continue
+            if not self.processor_classes or type(current) not in self.processor_classes:
+                allowed = ", ".join(cls.__name__ for cls in self.processor_classes) or "rasfw's own"
+                raise ValueError(
+                    f"apply_ras: the attention processor of {processor.name} was replaced after apply_ras by "
+                    f"{type(current).__name__}, which RAS cannot run ({self.model_class_name}: {allowed}); set one of "
+                    "those, or remove_ras(pipe) and sample without RAS"
+                )
+            replacement = self.make_processor(attention, processor.name, self._state, self._backend)
+            attention.set_processor(replacement)
+            self._processors[i] = (attention, replacement)
 
     def attentions(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         """`(qualified name, module)` of every attention module whose image keys/values are cached."""
@@ -150,7 +166,7 @@ class ProjectionCacheAdapter(ModelAdapter):
         rows, tokens = hidden.shape[0], state.num_tokens
         out = getattr(model, self.proj_out)
         weight = _weight(out)
-        state.output_cache(plan.caches, (rows, tokens, self.output_width(model)), weight.dtype, weight.device)
+        state.output_cache(plan.caches, (rows, tokens, self.output_width(model)), compute_dtype(out), weight.device)
         if plan.kv_cache:
             text = self.text_tokens(args, kwargs)
             for _, processor in self._processors:

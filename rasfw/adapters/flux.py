@@ -48,6 +48,11 @@ class FluxAdapter(ProjectionCacheAdapter):
     processor_classes = (FluxAttnProcessor,)
     token_inputs = ("controlnet_block_samples", "controlnet_single_block_samples")  # ControlNet residuals
     attention_classes = (FluxAttention,)
+    _KONTEXT = (
+        "its reference image's tokens join the image tokens of every call, and RAS selects among one image's token "
+        "grid; sample it without RAS (remove_ras), or use FluxPipeline / FluxImg2ImgPipeline / FluxInpaintPipeline"
+    )
+    refused_pipelines = (("FluxKontextPipeline", _KONTEXT), ("FluxKontextInpaintPipeline", _KONTEXT))
 
     def install(self, model, state, backend) -> None:
         super().install(model, state, backend)  # gather after x_embedder, scatter after proj_out
@@ -97,7 +102,7 @@ def _grid_shape(img_ids: torch.Tensor, n: int) -> tuple[int, int]:
     if img_ids.shape[0] != n or rows * cols != n:
         raise ValueError(
             f"img_ids must number the {n} image tokens as one rows x cols grid (got {img_ids.shape[0]} ids spanning "
-            f"{rows}x{cols}); extra reference-image tokens (e.g. Kontext) are not supported"
+            f"{rows}x{cols}); extra reference-image tokens (Flux Kontext's) are not supported: sample without RAS"
         )
     return rows, cols
 

@@ -226,7 +226,8 @@ class TransformerHook(ModelHook):
             if state.scopes:  # the pipeline switched transformers (Wan 2.2): the other's caches do not fit this one
                 self.sampler.switch_model(state, self.scope)
             state.scopes.add(self.scope)
-        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, self.context_name(args, kwargs))
+        context = state.call_context(self.context_name(args, kwargs))  # a second call of a step: a context of its own
+        plan = self.sampler.prepare_forward(state, hidden.shape[0], grid, context)
         if plan.caches is not None:
             if plan.capture:  # buffers are sized at the dense call that fills them; RAS calls reuse them
                 self.adapter.prepare(module, plan, args, kwargs)

@@ -58,7 +58,7 @@ class WanAdapter(ProjectionCacheAdapter):
         attentions = self.attentions(model)
         self.check(model, attentions)
         self._patch, self._channels = (pt, ph, pw), int(model.config.out_channels or model.config.in_channels)
-        self._state = state
+        self._state, self._backend = state, backend
         self.hook(model.rope, _RotaryGatherHook(state))
         self.hook(model.blocks[0], _FirstBlockGatherHook(state, backend), "blocks.0")
         self.hook(model.proj_out, ScatterHook(state, backend), "proj_out")

@@ -280,3 +280,66 @@ def test_a_guidance_scale_that_is_not_finite_is_refused_before_the_first_step():
         assert torch.isfinite(run(pipe, **sd3_inputs())).all()
     finally:
         remove_ras(pipe)
+
+
+# -- refused before anything changes (docs/compatibility.md, "Refused") ----------------------------------------------
+
+
+def test_flux_kontext_is_refused_at_apply_ras_and_nothing_changes():
+    from diffusers import FluxKontextPipeline
+
+    from tests.compat_cases import flux
+
+    pipe = flux(FluxKontextPipeline)
+    with pytest.raises(ValueError, match=r"apply_ras does not support FluxKontextPipeline: .*sample it without RAS"):
+        apply_ras(pipe, quarter())
+    assert not hasattr(pipe.transformer, "_diffusers_hook") and "step" not in vars(pipe.scheduler)
+
+
+def _tiny_ip_adapter(transformer) -> dict:
+    """An IP-Adapter state dict for the tiny Flux transformer, in the layout `load_ip_adapter` reads."""
+    width, text = transformer.inner_dim, transformer.config.joint_attention_dim
+    ip = {}
+    for i in range(len(transformer.transformer_blocks)):
+        for kind in ("to_k_ip", "to_v_ip"):
+            ip[f"{i}.{kind}.weight"], ip[f"{i}.{kind}.bias"] = torch.randn(width, text) * 0.1, torch.zeros(width)
+    proj = {"proj.weight": torch.randn(4 * text, 8) * 0.1, "proj.bias": torch.zeros(4 * text),
+            "norm.weight": torch.ones(text), "norm.bias": torch.zeros(text)}  # fmt: skip
+    return {"image_proj": proj, "ip_adapter": ip}
+
+
+def test_an_ip_adapter_is_refused_in_either_order_and_nothing_changes():
+    """Loaded after `apply_ras`: diffusers rebuilds processors as `type(processor)()`, which stops with one line
+    before any is set. Loaded before: `apply_ras` names the IP-Adapter processor it cannot run."""
+    from rasfw.pipelines.tiny import tiny_flux_pipeline
+    from tests.compat_cases import flux_txt2img
+
+    pipe = tiny_flux_pipeline()
+    apply_ras(pipe, exact())
+    ours = dict(pipe.transformer.attn_processors)
+    with pytest.raises(TypeError, match=r"FluxRASAttnProcessor is rasfw's .*call remove_ras\(pipe\) before"):
+        pipe.transformer._load_ip_adapter_weights(_tiny_ip_adapter(pipe.transformer))
+    assert pipe.transformer.attn_processors == ours
+    dense = tiny_flux_pipeline()
+    assert torch.equal(call(pipe, flux_txt2img()), call(dense, flux_txt2img()))
+    remove_ras(pipe)
+    pipe.transformer._load_ip_adapter_weights(_tiny_ip_adapter(pipe.transformer))
+    with pytest.raises(ValueError, match=r"transformer_blocks.0.attn uses FluxIPAdapterAttnProcessor"):
+        apply_ras(pipe, exact())
+    assert not hasattr(pipe, "_rasfw_attachment")
+
+
+def test_an_attention_processor_ras_cannot_run_set_after_apply_ras_is_refused_before_the_first_step():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe = tiny_sd3_pipeline()
+    state = apply_ras(pipe, quarter())
+    attention = pipe.transformer.transformer_blocks[1].attn
+    theirs = AttnProcessor2_0()
+    attention.set_processor(theirs)
+    with pytest.raises(ValueError, match=r"processor of transformer_blocks.1.attn was replaced after apply_ras by "
+                                         r"AttnProcessor2_0, which RAS cannot run \(.*JointAttnProcessor2_0\)"):  # fmt: skip
+        run(pipe, **sd3_inputs())
+    assert state.update_count is None  # no step ran
+    remove_ras(pipe)
+    assert attention.processor is theirs  # what the user set stays

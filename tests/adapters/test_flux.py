@@ -42,21 +42,29 @@ def test_grid_comes_from_img_ids():
     assert state.grid_shape == (1, 4, 6)
 
 
-def test_two_calls_in_one_cache_context_raise():
-    """A second call in the same cache context at one step would overwrite the first's caches: refused."""
+def test_two_calls_of_a_step_without_cache_context_have_caches_each():
+    """A pipeline calling the transformer twice a step without `cache_context` (Flux img2img's true CFG): the
+    second call of every step is a cache context of its own, so it neither overwrites nor reads the first's."""
 
-    loop = FluxLoop(tiny_flux_transformer())
-    apply_ras(loop, ras())
-    inner = loop.transformer
+    def run(twice: bool) -> tuple[torch.Tensor, set[str]]:
+        loop = FluxLoop(tiny_flux_transformer())
+        state = apply_ras(loop, ras())
+        inner = loop.transformer
 
-    class Twice(torch.nn.Module):
-        def forward(self, *args, **kwargs):
-            inner(*args, **kwargs)
-            return inner(*args, **kwargs)
+        class Twice(torch.nn.Module):
+            def forward(self, *args, **kwargs):
+                inner(*args, **{**kwargs, "encoder_hidden_states": -kwargs["encoder_hidden_states"]})
+                return inner(*args, **kwargs)
 
-    loop.transformer = Twice()
-    with pytest.raises(RuntimeError, match="called twice at step .* cache context 'default'"):
-        loop(batch=1, height=8, width=8, steps=6)
+        if twice:
+            loop.transformer = Twice()
+        out = loop(batch=1, height=8, width=8, steps=6)
+        return out, set(state.calls)
+
+    once, contexts = run(False)
+    twice, both = run(True)
+    assert contexts == {"default"} and both == {"default", "default#2"}
+    assert torch.equal(twice, once)  # the second call (the one returned) is sampled as if it were alone
 
 
 def true_cfg(loop: FluxLoop, order: tuple[str, str], scale: float = 4.0) -> torch.Tensor:

@@ -68,7 +68,7 @@ def test_a_reset_past_the_steps_that_run_names_the_setting():
     remove_ras(pipe)
 
 
-def test_remove_refuses_to_restore_over_a_scheduler_method_or_processor_replaced_since():
+def test_remove_refuses_to_restore_over_a_scheduler_method_replaced_since():
     pipe = img2img()
     apply_ras(pipe, RegionAdaptiveSampler())
     ours = pipe.scheduler.step
@@ -76,11 +76,5 @@ def test_remove_refuses_to_restore_over_a_scheduler_method_or_processor_replaced
     with pytest.raises(ValueError, match=r"remove_ras: scheduler.step was replaced after apply_ras .*nothing was removed"):
         remove_ras(pipe)
     pipe.scheduler.step = ours
-    attention = next(m for m in pipe.transformer.modules() if hasattr(m, "set_processor"))
-    mine = attention.processor
-    attention.set_processor(type(mine.original)())
-    with pytest.raises(ValueError, match=r"the attention processor of transformer_blocks.0.attn was replaced"):
-        remove_ras(pipe)
-    attention.set_processor(mine)
     remove_ras(pipe)  # everything is rasfw's again: removal goes through
-    assert "step" not in vars(pipe.scheduler) and attention.processor is mine.original
+    assert "step" not in vars(pipe.scheduler)

@@ -24,7 +24,7 @@ from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call, exact
 CLOSE = 0.5
 FEATURES = [
     "ras", "lora_after_apply", "model_cpu_offload", "group_offload", "attention_backend", "heun", "unipc", "dpm++", "first_block_cache",
-    "taylorseer_cache", "from_pipe", "interrupt", "requests", "user_compile",
+    "taylorseer_cache", "layerwise_casting", "set_attn_processor", "from_pipe", "interrupt", "requests", "user_compile",
 ]  # fmt: skip
 
 _FLUX_SOLVERS = {"heun": "n/a", "dpm++": "n/a"}  # Flux's pipelines pass sigmas / mu these schedulers refuse
@@ -35,11 +35,12 @@ EXCEPTIONS = {
     "sd3_inpaint": _IMAGE_INPUT,
     "flux": _FLUX_SOLVERS,
     "flux_img2img": {**_FLUX_SOLVERS, **_IMAGE_INPUT},
+    "flux_img2img_true_cfg": {**_FLUX_SOLVERS, **_IMAGE_INPUT},
     "flux_inpaint": {**_FLUX_SOLVERS, **_IMAGE_INPUT},
     "flux_fill": {**_FLUX_SOLVERS, **_IMAGE_INPUT},
     "flux_controlnet": _FLUX_SOLVERS,
     "flux_true_cfg": _FLUX_SOLVERS,
-    "lumina_next": {"lora_after_apply": "n/a"},  # LuminaNextDiT2DModel has no PEFT adapter methods
+    "lumina_next": {"lora_after_apply": "n/a", "set_attn_processor": "n/a"},  # LuminaNextDiT2DModel has neither
 }
 
 
@@ -163,6 +164,21 @@ def feature_attention_backend(case, pipe, run):
         _AttentionBackendRegistry._active_backend = active  # set_active_backend is newer than diffusers 0.35
 
 
+def feature_layerwise_casting(case, pipe, run):
+    check_exact(case, lambda p: p.transformer.enable_layerwise_casting(torch.float8_e4m3fn, torch.float32))
+
+
+def feature_set_attn_processor(case, pipe, run):
+    """Processors set after `apply_ras` (of the kind the transformer had) are followed at the next call."""
+
+    def attach(p):
+        processors = p.transformer.attn_processors
+        fresh = {name: type(getattr(proc, "original", proc))() for name, proc in processors.items()}
+        p.transformer.set_attn_processor(fresh)
+
+    check_exact(case, attach)
+
+
 def feature_scheduler(name):
     def cell(case, pipe, run):
         check_exact(case, prepare=lambda p: setattr(p, "scheduler", _scheduler(name)(p)))
@@ -237,7 +253,8 @@ CELLS = {
     "ras": feature_ras, "lora_after_apply": feature_lora_after_apply, "model_cpu_offload": feature_model_cpu_offload,
     "group_offload": feature_group_offload, "attention_backend": feature_attention_backend, "heun": feature_scheduler("heun"), "unipc": feature_scheduler("unipc"),
     "dpm++": feature_scheduler("dpm++"), "first_block_cache": feature_step_cache("first_block_cache"),
-    "taylorseer_cache": feature_step_cache("taylorseer_cache"), "from_pipe": feature_from_pipe,
+    "taylorseer_cache": feature_step_cache("taylorseer_cache"), "layerwise_casting": feature_layerwise_casting,
+    "set_attn_processor": feature_set_attn_processor, "from_pipe": feature_from_pipe,
     "interrupt": feature_interrupt, "requests": feature_requests, "user_compile": feature_user_compile,
 }  # fmt: skip
 
@@ -262,6 +279,8 @@ def test_cell(name, feature):
                 from peft import LoraConfig
 
                 pipe.transformer.add_adapter(LoraConfig(r=2, target_modules=case.lora))
+            elif feature == "set_attn_processor":
+                pipe.transformer.set_attn_processor(pipe.transformer.attn_processors)
             else:
                 pipe.transformer.enable_cache(_step_cache(feature))
             run()
