@@ -343,3 +343,41 @@ def test_an_attention_processor_ras_cannot_run_set_after_apply_ras_is_refused_be
     assert state.update_count is None  # no step ran
     remove_ras(pipe)
     assert attention.processor is theirs  # what the user set stays
+
+
+def test_a_control_lora_that_widens_x_embedder_after_apply_ras_is_followed():
+    """Flux Control LoRAs widen `x_embedder` (diffusers replaces it with a wider layer, then wraps it in a LoRA
+    layer): RAS's hook follows the new module; ratio 1 exact, 0.25 close, removal exact."""
+    pytest.importorskip("peft")
+    from diffusers import FluxControlPipeline
+
+    from tests.compat_cases import flux, flux_text, generator
+
+    def control_lora(pipe) -> dict:
+        t = pipe.transformer
+        inner, width = t.x_embedder.out_features, t.x_embedder.in_features
+        with _seeded(4):
+            return {"transformer.x_embedder.lora_A.weight": torch.randn(2, 2 * width) * 0.1,
+                    "transformer.x_embedder.lora_B.weight": torch.randn(inner, 2) * 0.1,
+                    "transformer.transformer_blocks.0.attn.to_k.lora_A.weight": torch.randn(2, inner) * 0.1,
+                    "transformer.transformer_blocks.0.attn.to_k.lora_B.weight": torch.randn(inner, 2) * 0.1}  # fmt: skip
+
+    def inputs() -> dict:
+        return {**flux_text(), "control_image": pixels(Request(), 7), "generator": generator()}
+
+    plain = flux(FluxControlPipeline)
+    plain.load_lora_weights(control_lora(plain))
+    dense = call(plain, inputs())
+    for sampler, ratio_one in ((exact(), True), (quarter(), False)):
+        pipe = flux(FluxControlPipeline)
+        width = pipe.transformer.x_embedder.in_features
+        apply_ras(pipe, sampler)
+        pipe.load_lora_weights(control_lora(pipe))
+        assert pipe.transformer.x_embedder.in_features == 2 * width
+        out = call(pipe, inputs())
+        remove_ras(pipe)
+        if ratio_one:
+            assert torch.equal(out, dense)
+        else:
+            assert torch.isfinite(out).all() and not torch.equal(out, dense) and relative(out, dense) < 0.5
+        assert torch.equal(call(pipe, inputs()), dense)
