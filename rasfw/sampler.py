@@ -128,6 +128,8 @@ class RegionAdaptiveSampler:
 
     def begin(self, state: RegionState, num_steps: int) -> None:
         """Start a generation of `num_steps` steps (called from `scheduler.set_timesteps`)."""
+        if num_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1; got {num_steps}")
         self.reset.validate(num_steps)
         state.reset(num_steps, self.seed)
 

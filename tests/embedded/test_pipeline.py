@@ -66,6 +66,32 @@ def test_unknown_output_type_names_the_choices():
         build_pipeline(TINY)("a", num_inference_steps=1, output_type="latent", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps must be an integer of at least 1; got 0"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps must be an integer of at least 1; got 2.5"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number; got nan"),
+        ({"guidance_scale": float("inf")}, "guidance_scale must be a finite number; got inf"),
+    ],
+)
+def test_steps_and_guidance_are_checked_before_sampling(kwargs, message):
+    """Dense too (with RAS the sampler refuses them as well): one line naming the argument, no sampled NaNs."""
+    pipe = build_pipeline(TINY)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        pipe("a", progress=False, **{"num_inference_steps": 2, **kwargs})
+
+
+def test_zero_steps_with_ras_names_num_inference_steps():
+    from rasfw import apply_ras
+    from tests.compat_cases import call, quarter, sd3, sd3_txt2img
+
+    pipe = sd3()
+    apply_ras(pipe, quarter())
+    with pytest.raises(ValueError, match="^num_inference_steps must be at least 1; got 0$"):
+        call(pipe, {**sd3_txt2img(), "num_inference_steps": 0})
+
+
 def test_default_architecture_builds_with_256_tokens():
     pipe = build_pipeline()
     cfg = pipe.transformer.config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,10 @@ class MiniPipeline:
             raise ValueError(
                 f"{', '.join(sorted(unsupported))}: not an argument of the embedded pipeline; it takes {', '.join(ARGUMENTS)}"
             )
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer of at least 1; got {num_inference_steps!r}")
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number; got {guidance_scale!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
         prompts = _prompt_list(prompt)

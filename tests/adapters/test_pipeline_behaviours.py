@@ -1,0 +1,248 @@
+"""The behaviours diffusers' `PipelineTesterMixin` checks, with RAS attached, on one pipeline per family RAS supports
+(SD3, Flux, Lumina-Next, Wan 2.1: diffusers' own pipeline classes around tiny parts, `tests/compat_cases.py`).
+
+For each behaviour, RAS at ratio 1 is bit for bit the plain pipeline (a second one built alike: the builders are
+seeded) doing the same thing, and RAS at `sparse()` (0.25 from the second step on) runs, is finite and differs:
+
+* `callback_on_step_end`: the latents a callback sees at every step, and a callback that changes them;
+* `return_dict=False`: the tuple holds the output's images (frames);
+* `num_images_per_prompt` (`num_videos_per_prompt` for Wan);
+* a batch of two requests;
+* `save_pretrained` / `from_pretrained` with RAS attached: the saved pipeline loads plain, and the transformer's
+  `state_dict` is untouched by RAS;
+* `enable_attention_slicing` (a no-op on these DiT pipelines: none of their parts has `set_attention_slice`);
+* two calls in a row agree, and `remove_ras` gives the plain pipeline back.
+
+A behaviour the plain pipeline cannot run (it raises without RAS) is skipped, naming diffusers' error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import NoReset
+from tests.compat_cases import CASES, Request, call, exact, generator, relative
+
+FAMILIES = ["sd3", "flux", "lumina_next", "wan2.1"]
+CLOSE = 0.5
+STEPS = 4
+ONE, TWO = Request(steps=STEPS), Request(steps=STEPS, batch=2)
+
+
+def sparse() -> RegionAdaptiveSampler:
+    """RAS at 0.25 with no warm-up: every step after the first is sparse."""
+    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 0), reset=NoReset())
+
+
+def raw(pipe, inputs: dict):
+    with torch.no_grad():
+        return pipe(**inputs)
+
+
+def ras_runs(case, run, prepare=None) -> tuple:
+    """`run(pipe)` on a plain pipeline, on one with RAS at ratio 1 and on one with `sparse()` (each built fresh;
+    `prepare(pipe)` runs on each before `apply_ras`)."""
+
+    def built():
+        pipe = case.make()
+        if prepare is not None:
+            prepare(pipe)
+        return pipe
+
+    results = [run(built())]
+    for sampler in (exact(), sparse()):
+        pipe = built()
+        apply_ras(pipe, sampler)
+        try:
+            results.append(run(pipe))
+        finally:
+            remove_ras(pipe)
+    return tuple(results)
+
+
+def check(plain: torch.Tensor, ratio_one: torch.Tensor, sparse_out: torch.Tensor) -> None:
+    assert torch.equal(ratio_one, plain)
+    assert torch.isfinite(sparse_out).all() and not torch.equal(sparse_out, plain)
+
+
+def no_ras_left(pipe) -> None:
+    """No rasfw hook on any module of the transformer, diffusers' processors, the scheduler's own methods."""
+    for name, module in pipe.transformer.named_modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        assert registry is None or registry.get_hook("rasfw") is None, name
+        processor = getattr(module, "processor", None)
+        assert processor is None or type(processor).__module__.startswith("diffusers."), (name, type(processor))
+    assert not {"step", "set_timesteps"} & set(vars(pipe.scheduler))
+    assert not hasattr(pipe, "_rasfw_attachment")
+
+
+# -- callbacks ---------------------------------------------------------------------------------------------------
+
+
+def recorded(inputs: dict):
+    """`run(pipe)`: the latents after every step (stacked, as the callback saw them) and the output."""
+
+    def run(pipe):
+        seen = []
+
+        def record(p, i, t, kwargs):
+            seen.append(kwargs["latents"].clone())
+            return {}
+
+        out = call(pipe, {**inputs, "callback_on_step_end": record, "callback_on_step_end_tensor_inputs": ["latents"]})
+        return torch.stack(seen), out
+
+    return run
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_callback_on_step_end_sees_the_plain_latents_at_every_step(name):
+    case = CASES[name]
+    (plain, plain_out), (ras, ras_out), (sp, sp_out) = ras_runs(case, recorded(case.inputs(ONE)))
+    assert len(plain) == len(ras) == len(sp) == STEPS
+    for step in range(STEPS):
+        assert torch.equal(ras[step], plain[step]), step
+    assert torch.equal(ras_out, plain_out)
+    assert torch.equal(sp[0], plain[0])  # the first step is dense
+    check(plain[-1], ras[-1], sp[-1])
+    assert torch.equal(sp[-1], sp_out)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_callback_that_changes_the_latents_is_followed(name):
+    case = CASES[name]
+
+    def halve_at_2(p, i, t, kwargs):
+        return {"latents": kwargs["latents"] * 0.5} if i == 2 else {}
+
+    changed = {**case.inputs(ONE), "callback_on_step_end": halve_at_2, "callback_on_step_end_tensor_inputs": ["latents"]}
+    unchanged = call(case.make(), case.inputs(ONE))
+    plain, ratio_one, sparse_out = ras_runs(case, lambda pipe: call(pipe, changed))
+    assert not torch.equal(plain, unchanged)  # the callback matters
+    check(plain, ratio_one, sparse_out)
+
+
+# -- outputs -----------------------------------------------------------------------------------------------------
+
+
+def images(out):
+    return out.frames if hasattr(out, "frames") else out.images
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_return_dict_false_gives_the_images_in_a_tuple(name):
+    case = CASES[name]
+
+    def run(pipe):
+        as_dict, as_tuple = raw(pipe, case.inputs(ONE)), raw(pipe, {**case.inputs(ONE), "return_dict": False})
+        assert isinstance(as_tuple, tuple)
+        assert torch.equal(as_tuple[0], images(as_dict))
+        return images(as_dict)
+
+    check(*ras_runs(case, run))
+
+
+def per_prompt(pipe) -> str:
+    return "num_videos_per_prompt" if "frames" in type(pipe).__call__.__code__.co_varnames else "num_images_per_prompt"
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_num_images_per_prompt(name):
+    """Two images of one prompt, their noise drawn from a generator (supplied latents are one image's)."""
+    case = CASES[name]
+    inputs = {k: v for k, v in case.inputs(ONE).items() if k != "latents"}
+    reference = case.make()
+    run_inputs = {**inputs, per_prompt(reference): 2}
+    try:
+        call(reference, {**run_inputs, "generator": generator()})
+    except Exception as exc:  # noqa: BLE001 - whatever diffusers raises without RAS
+        pytest.skip(f"{type(reference).__name__} without RAS cannot take {per_prompt(reference)}=2 with supplied "
+                    f"prompt_embeds (it does not repeat them): {type(exc).__name__}: {exc}")  # fmt: skip
+    plain, ratio_one, sparse_out = ras_runs(case, lambda pipe: call(pipe, {**run_inputs, "generator": generator()}))
+    assert plain.shape[0] == sparse_out.shape[0] == 2
+    check(plain, ratio_one, sparse_out)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_batch_of_two(name):
+    case = CASES[name]
+    plain, ratio_one, sparse_out = ras_runs(case, lambda pipe: call(pipe, case.inputs(TWO)))
+    assert plain.shape[0] == sparse_out.shape[0] == 2
+    check(plain, ratio_one, sparse_out)
+    for i in range(2):
+        assert not torch.equal(sparse_out[i], plain[i]), i
+        assert relative(sparse_out[i], plain[i]) < CLOSE, (i, relative(sparse_out[i], plain[i]))
+
+
+# -- saving, loading, state dicts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_save_pretrained_with_ras_attached_loads_a_plain_pipeline(name, tmp_path):
+    """The components the tiny pipelines lack (text encoders, tokenizers) are passed to `from_pretrained` as None."""
+    case = CASES[name]
+    plain_pipe = case.make()
+    weights = plain_pipe.transformer.state_dict()
+    plain = call(plain_pipe, case.inputs(ONE))
+    outputs = []
+    for sampler in (exact(), sparse()):
+        pipe = case.make()
+        apply_ras(pipe, sampler)
+        try:
+            outputs.append(call(pipe, case.inputs(ONE)))
+            state = pipe.transformer.state_dict()
+            assert list(state) == list(weights)
+            assert all(torch.equal(state[k], weights[k]) for k in weights)
+            folder = tmp_path / type(sampler.ratio).__name__ / str(len(outputs))
+            pipe.save_pretrained(folder)
+        finally:
+            remove_ras(pipe)
+        missing = {k: None for k, v in pipe.components.items() if v is None}
+        loaded = type(pipe).from_pretrained(folder, **missing)
+        loaded.set_progress_bar_config(disable=True)
+        no_ras_left(loaded)
+        assert torch.equal(call(loaded, case.inputs(ONE)), plain)
+    check(plain, *outputs)
+
+
+# -- attention slicing, repeated calls ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_attention_slicing(name):
+    """Slicing enabled before `apply_ras`, and again (a smaller slice) after it; the same on the plain pipeline."""
+    case = CASES[name]
+
+    def run(pipe):
+        pipe.enable_attention_slicing(1)
+        out = call(pipe, case.inputs(ONE))
+        pipe.disable_attention_slicing()
+        assert torch.equal(call(pipe, case.inputs(ONE)), out)
+        return out
+
+    without = call(case.make(), case.inputs(ONE))
+    plain, ratio_one, sparse_out = ras_runs(case, run, prepare=lambda p: p.enable_attention_slicing())
+    assert torch.equal(plain, without)  # as diffusers' test_attention_slicing_forward_pass: slicing changes nothing
+    check(plain, ratio_one, sparse_out)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_two_calls_in_a_row_agree_and_remove_ras_gives_the_plain_pipeline(name):
+    case = CASES[name]
+    pipe = case.make()
+    plain = call(pipe, case.inputs(ONE))
+    outputs = []
+    for sampler in (exact(), sparse()):
+        apply_ras(pipe, sampler)
+        try:
+            first, second = call(pipe, case.inputs(ONE)), call(pipe, case.inputs(ONE))
+        finally:
+            remove_ras(pipe)
+        assert torch.equal(first, second)
+        no_ras_left(pipe)
+        assert torch.equal(call(pipe, case.inputs(ONE)), plain)
+        outputs.append(first)
+    check(plain, *outputs)
