@@ -19,8 +19,22 @@ from rasfw.strategies._checks import first_line
 
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
 
-_CHECKED_HYDRA = ("hydra.callbacks", "hydra.launcher", "hydra/launcher", "hydra.sweeper", "hydra/sweeper")
-"""Hydra settings composed by the precheck: they name classes Hydra instantiates."""
+_CHECKED_HYDRA = (
+    "hydra.callbacks", "hydra.launcher", "hydra/launcher", "hydra.sweeper", "hydra/sweeper",
+    "hydra.job_logging", "hydra/job_logging", "hydra.hydra_logging", "hydra/hydra_logging",
+)  # fmt: skip
+"""Hydra settings composed by the precheck: they name classes Hydra instantiates (the logging configs go to
+`logging.config.dictConfig`, which builds any class or factory they name and opens any file)."""
+
+_LOG_HANDLERS = {
+    "logging.StreamHandler": {"class", "formatter", "level", "filters", "stream"},
+    "logging.FileHandler": {"class", "formatter", "level", "filters", "filename", "mode", "encoding", "delay", "errors"},
+    "logging.NullHandler": {"class", "level", "filters"},
+}
+_LOG_SECTIONS = {"version", "formatters", "filters", "handlers", "loggers", "root", "disable_existing_loggers", "incremental"}
+_LOG_FORMATTER_KEYS = {"format", "datefmt", "style", "validate", "class"}
+_LOG_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
+_RUN_FOLDERS = ("${hydra.runtime.output_dir}/", "${hydra:runtime.output_dir}/", "${hydra.run.dir}/", "${hydra.sweep.dir}/")
 
 
 def precheck(overrides: list[str]) -> None:
@@ -47,6 +61,10 @@ def precheck(overrides: list[str]) -> None:
     ]  # fmt: skip
     cfg = _compose(kept)
     _check_callbacks(cfg.hydra.get("callbacks") or {})
+    try:
+        check_logging(cfg.hydra)
+    except ValueError as exc:
+        fail(UsageError(str(exc)))
     _check_plugins(cfg)
     sweeps = [o for o in parsed if o.is_sweep_override()]
     sweeps += _config_sweeps(cfg, {o.get_key_element() for o in sweeps})
@@ -107,6 +125,90 @@ def _check_callbacks(callbacks: DictConfig) -> None:
             REGISTRY.by_target("callback", data.get("_target_"), f"{setting}._target_")
         except ValueError as exc:
             fail(UsageError(f"{first_line(exc)} (Hydra callbacks run code: only registered callback classes are allowed)"))
+
+
+def check_logging(hydra: DictConfig) -> None:
+    """Refuse a logging config (`hydra.job_logging`, `hydra.hydra_logging`) that could do more than log: only
+    the handler classes of `_LOG_HANDLERS` with their own settings, `logging.Formatter`, filters by logger name,
+    streams to stdout or stderr, and log files inside the run folder. `logging.config.dictConfig` would otherwise
+    build any class or `()` factory a shared YAML names, and open (or truncate) any file.
+
+    Raises:
+        ValueError: one line naming the setting and what is allowed.
+    """
+    for section in ("job_logging", "hydra_logging"):
+        node = hydra.get(section)
+        if node:
+            _check_log_config(OmegaConf.to_container(node, resolve=False), f"hydra.{section}")
+
+
+def _check_log_config(data: Any, setting: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{setting} must be a logging config (a mapping); got {type(data).__name__}")
+    _refuse_factories_and_references(data, setting)
+    for key in data:
+        if key not in _LOG_SECTIONS:
+            raise ValueError(f"{setting}.{key}: unknown logging setting; allowed: {', '.join(sorted(_LOG_SECTIONS))}")
+    for name, handler in (data.get("handlers") or {}).items():
+        where = f"{setting}.handlers.{name}"
+        cls = handler.get("class") if isinstance(handler, dict) else None
+        if cls not in _LOG_HANDLERS:
+            raise ValueError(f"{where}.class: {cls!r} is not allowed; log handlers may be {', '.join(_LOG_HANDLERS)}")
+        unknown = sorted(set(handler) - _LOG_HANDLERS[cls])
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]}: not a setting of {cls}; allowed: {', '.join(sorted(_LOG_HANDLERS[cls]))}")
+        if cls == "logging.FileHandler":
+            _check_log_file(str(handler.get("filename", "")), f"{where}.filename")
+    for name, formatter in (data.get("formatters") or {}).items():
+        where = f"{setting}.formatters.{name}"
+        if not isinstance(formatter, dict) or formatter.get("class", "logging.Formatter") != "logging.Formatter":
+            raise ValueError(f"{where}: only logging.Formatter formatters are allowed")
+        unknown = sorted(set(formatter) - _LOG_FORMATTER_KEYS)
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]}: not a formatter setting; allowed: {', '.join(sorted(_LOG_FORMATTER_KEYS))}")
+    for name, flt in (data.get("filters") or {}).items():
+        if not isinstance(flt, dict) or set(flt) - {"name"}:
+            raise ValueError(f"{setting}.filters.{name}: a log filter may only name a logger ('name: ...')")
+
+
+def _refuse_factories_and_references(data: Any, setting: str) -> None:
+    """No `()` factory anywhere, and no `ext://` reference but the standard streams."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "()":
+                raise ValueError(f"{setting}.(): logging factories run code; name an allowed class ({', '.join(_LOG_HANDLERS)})")
+            _refuse_factories_and_references(value, f"{setting}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_factories_and_references(value, f"{setting}[{i}]")
+    elif isinstance(data, str) and data.startswith("ext://") and data not in _LOG_STREAMS:
+        raise ValueError(f"{setting}: {data!r} is not allowed; a log stream may be {' or '.join(_LOG_STREAMS)}")
+
+
+def _check_log_file(filename: str, setting: str) -> None:
+    """A log file lies inside the run folder: a path under one of `_RUN_FOLDERS`, without `..`."""
+    inside = filename.startswith(_RUN_FOLDERS) and ".." not in Path(filename).parts
+    if not inside:
+        raise ValueError(
+            f"{setting}: log files must lie inside the run folder ({_RUN_FOLDERS[0]}<name>.log); got {filename!r}"
+        )
+
+
+def check_app_logging(config_name: str, args: list[str]) -> None:
+    """`check_logging` for a table app (`python -m rasfw.bench`): its config composed with the command line's
+    overrides, sweeps left out; a composition error is left to Hydra, which reports it as before."""
+    from hydra import compose, initialize_config_module
+
+    try:
+        overrides = [o.input_line for o in _parser().parse_overrides(args) if not o.is_sweep_override()]
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except Exception:  # noqa: BLE001 - Hydra's own run reports it
+        return
+    try:
+        check_logging(cfg.hydra)
+    except ValueError as exc:
+        fail(UsageError(str(exc)))
 
 
 def _check_plugins(cfg: DictConfig) -> None:

@@ -40,6 +40,9 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
     if any(a in ("-h", "--help") for a in args):
         print(app_help(config_name, description))
         return
+    from rasfw.app.precheck import check_app_logging
+
+    check_app_logging(config_name, [a for a in args if not a.startswith("-")])  # before Hydra configures logging
     sys.argv = [sys.argv[0], *args]
 
     @hydra.main(version_base=None, config_path="pkg://rasfw.conf", config_name=config_name)

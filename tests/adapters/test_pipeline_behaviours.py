@@ -11,12 +11,16 @@ seeded) doing the same thing, and RAS at `sparse()` (0.25 from the second step o
 * `save_pretrained` / `from_pretrained` with RAS attached: the saved pipeline loads plain, and the transformer's
   `state_dict` is untouched by RAS;
 * `enable_attention_slicing` (a no-op on these DiT pipelines: none of their parts has `set_attention_slice`);
-* two calls in a row agree, and `remove_ras` gives the plain pipeline back.
+* two calls in a row agree, and `remove_ras` gives the plain pipeline back;
+* layerwise casting (float8 storage), and diffusers' step caches with no warm-up: First Block Cache and TaylorSeer
+  follow RAS, FasterCache and Pyramid Attention Broadcast are refused before any step.
 
 A behaviour the plain pipeline cannot run (it raises without RAS) is skipped, naming diffusers' error.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
@@ -146,7 +150,9 @@ def test_return_dict_false_gives_the_images_in_a_tuple(name):
 
 
 def per_prompt(pipe) -> str:
-    return "num_videos_per_prompt" if "frames" in type(pipe).__call__.__code__.co_varnames else "num_images_per_prompt"
+    """Wan's pipelines name it `num_videos_per_prompt`."""
+    videos = "num_videos_per_prompt" in inspect.signature(type(pipe).__call__).parameters
+    return "num_videos_per_prompt" if videos else "num_images_per_prompt"
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -180,6 +186,12 @@ def test_a_batch_of_two(name):
 # -- saving, loading, state dicts --------------------------------------------------------------------------------
 
 
+def same_weights(transformer, weights: dict) -> None:
+    state = transformer.state_dict()
+    assert list(state) == list(weights)
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_save_pretrained_with_ras_attached_loads_a_plain_pipeline(name, tmp_path):
     """The components the tiny pipelines lack (text encoders, tokenizers) are passed to `from_pretrained` as None."""
@@ -192,14 +204,14 @@ def test_save_pretrained_with_ras_attached_loads_a_plain_pipeline(name, tmp_path
         pipe = case.make()
         apply_ras(pipe, sampler)
         try:
+            same_weights(pipe.transformer, weights)
             outputs.append(call(pipe, case.inputs(ONE)))
-            state = pipe.transformer.state_dict()
-            assert list(state) == list(weights)
-            assert all(torch.equal(state[k], weights[k]) for k in weights)
-            folder = tmp_path / type(sampler.ratio).__name__ / str(len(outputs))
+            same_weights(pipe.transformer, weights)  # nothing RAS caches during a call is registered on the model
+            folder = tmp_path / str(len(outputs))
             pipe.save_pretrained(folder)
         finally:
             remove_ras(pipe)
+        assert not [f for f in folder.rglob("*.json") if "rasfw" in f.read_text().lower()]
         missing = {k: None for k, v in pipe.components.items() if v is None}
         loaded = type(pipe).from_pretrained(folder, **missing)
         loaded.set_progress_bar_config(disable=True)
@@ -246,3 +258,54 @@ def test_two_calls_in_a_row_agree_and_remove_ras_gives_the_plain_pipeline(name):
         assert torch.equal(call(pipe, case.inputs(ONE)), plain)
         outputs.append(first)
     check(plain, *outputs)
+
+
+# -- layerwise casting, diffusers' caches --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_layerwise_casting(name):
+    case = CASES[name]
+
+    def cast(pipe):
+        pipe.transformer.enable_layerwise_casting(torch.float8_e4m3fn, torch.float32)
+
+    check(*ras_runs(case, lambda pipe: call(pipe, case.inputs(ONE)), prepare=cast))
+
+
+def _cache(kind: str, pipe):
+    from diffusers import FasterCacheConfig, FirstBlockCacheConfig, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+
+    timestep = {"current_timestep_callback": lambda: pipe.current_timestep}
+    return {
+        "first_block": lambda: FirstBlockCacheConfig(threshold=0.2),
+        "taylorseer": lambda: TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1),
+        "faster": lambda: FasterCacheConfig(spatial_attention_block_skip_range=2, is_guidance_distilled=True, **timestep),
+        "pyramid": lambda: PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, **timestep),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["first_block", "taylorseer"])
+@pytest.mark.parametrize("name", ["flux", "wan2.1"])  # the families whose pipelines open cache contexts
+def test_diffusers_step_caches_that_ras_follows_run_with_no_warm_up(name, kind):
+    case = CASES[name]
+    plain, ratio_one, sparse_out = ras_runs(
+        case, lambda pipe: call(pipe, case.inputs(ONE)), prepare=lambda pipe: pipe.transformer.enable_cache(_cache(kind, pipe))
+    )
+    check(plain, ratio_one, sparse_out)
+    assert relative(sparse_out, plain) < CLOSE
+
+
+@pytest.mark.parametrize("kind", ["faster", "pyramid"])
+@pytest.mark.parametrize("name", ["flux", "wan2.1"])
+def test_diffusers_step_caches_with_per_token_state_are_refused_before_any_step(name, kind):
+    case = CASES[name]
+    pipe = case.make()
+    state = apply_ras(pipe, sparse())
+    try:
+        pipe.transformer.enable_cache(_cache(kind, pipe))
+        with pytest.raises(ValueError, match=r"stateful hook .* RAS cannot follow; remove it \(transformer.disable_cache\(\)\)"):
+            call(pipe, case.inputs(ONE))
+        assert state.update_count is None  # no step ran
+    finally:
+        remove_ras(pipe)

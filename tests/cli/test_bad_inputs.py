@@ -223,3 +223,58 @@ def test_any_out_of_range_number_is_refused_by_name(setting, value, tmp_path, ca
         main([*QUIET, f"{setting}={value}", f"hydra.run.dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and err.startswith(f"error: {fragment}") and "\n" not in err, err
+
+
+EVIL_LOGGING = {
+    "factory": "version: 1\nhandlers:\n  f:\n    (): builtins.open\n    file: VICTIM\n    mode: w\nroot:\n  handlers: [f]\n",
+    "file_elsewhere": "version: 1\nhandlers:\n  f:\n    class: logging.FileHandler\n    filename: VICTIM\n    mode: w\n"
+                      "root:\n  handlers: [f]\n",
+    "socket": "version: 1\nhandlers:\n  s:\n    class: logging.handlers.SocketHandler\n    host: localhost\n    port: 9\n",
+    "ext_object": "version: 1\nhandlers:\n  c:\n    class: logging.StreamHandler\n    stream: ext://os.system\n",
+    "formatter_class": "version: 1\nformatters:\n  x:\n    class: logging.handlers.MemoryHandler\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        ("factory", "hydra.job_logging.handlers.f.(): logging factories run code"),
+        ("file_elsewhere", "hydra.job_logging.handlers.f.filename: log files must lie inside the run folder"),
+        ("socket", "hydra.job_logging.handlers.s.class: 'logging.handlers.SocketHandler' is not allowed"),
+        ("ext_object", "hydra.job_logging.handlers.c.stream: 'ext://os.system' is not allowed"),
+        ("formatter_class", "hydra.job_logging.formatters.x: only logging.Formatter formatters are allowed"),
+    ],
+)
+def test_a_shared_logging_config_cannot_run_code_or_write_outside_the_run_folder(option, fragment, tmp_path, capsys):
+    """A logging option from a shared config folder (`hydra.searchpath`) passes the same gate as every config:
+    one line, exit 2, and the file it names is neither created nor truncated."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "shared" / "hydra" / "job_logging"
+    folder.mkdir(parents=True)
+    (folder / "evil.yaml").write_text(EVIL_LOGGING[option].replace("VICTIM", str(victim)))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main([f"hydra.searchpath=[file://{tmp_path / 'shared'}]", "hydra/job_logging=evil", "progress=false",
+              "compare_dense=false", f"hydra.run.dir={out}"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: ") and fragment in err and "\n" not in err, err
+    assert victim.read_text() == "precious" and not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "hydra.job_logging.handlers.file.filename=/tmp/elsewhere.log",
+        "hydra.job_logging.handlers.file.filename=${hydra.runtime.output_dir}/../escaped.log",
+        "hydra.hydra_logging.handlers.console.class=logging.handlers.SysLogHandler",
+    ],
+)
+def test_logging_overrides_pass_the_gate_in_the_main_command_and_the_bench(override, tmp_path, capsys):
+    from rasfw.app.bench import main as bench
+
+    for command in (main, bench):
+        with pytest.raises(SystemExit) as info:
+            command([override, f"hydra.run.dir={tmp_path / 'out'}"])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and err.startswith("error: hydra.") and "\n" not in err, err
