@@ -7,4 +7,4 @@ from rasfw.app.report import *  # noqa: F403 - the old import path
 from rasfw.app.report import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

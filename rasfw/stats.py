@@ -7,4 +7,4 @@ from rasfw.app.stats import *  # noqa: F403 - the old import path
 from rasfw.app.stats import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

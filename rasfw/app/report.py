@@ -16,7 +16,6 @@ plots. Older summaries report as before, without them.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from omegaconf import DictConfig
 
 from rasfw.app import stats
 from rasfw.registry import register
+from rasfw.strategies._checks import first_line
 
 METRICS = (
     "method", "sampler", "cache", "steps", "flops_ratio", "time_ratio", "speedup", "time_s", "dense_time_s",
@@ -60,7 +60,7 @@ def collect(folder: Path) -> list[dict[str, Any]]:
     rows = []
     summaries = sorted(folder.glob("*/summary.json"), key=lambda p: (not p.parent.name.isdigit(), _job_order(p)))
     for path in summaries:
-        summary = json.loads(path.read_text())
+        summary = stats.read_summary(path)
         overrides = dict(_split(o) for o in summary.get("overrides", []) if "=" in o)
         rows.append({"job": path.parent.name, "overrides": overrides, **_metrics(summary)})
     return rows
@@ -487,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             print(f"error: {arg}: no such folder", file=sys.stderr)
             return 2
-        written = write_report(folder)
+        try:
+            written = write_report(folder)
+        except ValueError as exc:
+            print(f"error: {first_line(exc)}", file=sys.stderr)
+            return 2
         if not written:
             print(f"error: {arg}: no job folder with a summary.json (a sweep folder holds 0/, 1/, ...)", file=sys.stderr)
             return 2

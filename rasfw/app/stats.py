@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from rasfw.strategies._checks import first_line
+
 CONFIDENCE = 0.95
 SEED = 0
 METHOD = "BCa"
@@ -125,9 +127,38 @@ def load(folder: str | Path) -> PromptSample:
     features = folder / FEATURES_FILE
     arrays = None
     if features.is_file():
-        with np.load(features) as data:
-            arrays = {k: data[k] for k in data.files}
-    return sample_from(json.loads(path.read_text()), arrays, str(folder))
+        try:
+            with np.load(features) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: one line naming it
+            raise ValueError(f"{features}: not a readable evaluator-features file ({type(exc).__name__}); rerun the job") from None
+        bad = next((k for k, a in arrays.items() if a.ndim != 2 or not np.issubdtype(a.dtype, np.number)), None)
+        if bad is not None:
+            raise ValueError(f"{features}: {bad} is not an (images, features) array of numbers; rerun the job")
+    return sample_from(read_summary(path), arrays, str(folder))
+
+
+SUMMARY_KEYS = ("sampler",)
+"""Keys every `summary.json` rasfw writes holds, old ones included (a summary written by something else lacks them,
+and would otherwise be reported as RAS)."""
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A job's `summary.json` as a dict.
+
+    Raises:
+        ValueError: one line naming the file: not JSON (truncated), not an object, or not written by rasfw.
+    """
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({first_line(exc)}); the job was cut short: rerun it") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: a summary is a JSON object; this holds a {type(summary).__name__}")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise ValueError(f"{path}: not a rasfw job summary (no {', '.join(missing)})")
+    return summary
 
 
 def save_features(path: Path, features: Mapping[str, Any]) -> Path:

@@ -109,7 +109,7 @@ def test_rows_on_other_prompts_or_without_per_prompt_data_are_refused(tmp_path):
         stats.compare(synthetic(30, 0), synthetic(31, 0))
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"prompts": "p", "prompt_count": 4, "fd": 1.0}))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"sampler": "ras", "prompts": "p", "prompt_count": 4, "fd": 1.0}))
     with pytest.raises(ValueError, match="has no per-prompt data"):
         stats.compare(tmp_path / "a", tmp_path / "b")
     assert stats.main([str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
@@ -191,3 +191,44 @@ def test_the_study_table_shows_the_intervals():
     dense, ras = (line for line in text.splitlines() if line.startswith("| dense 6") or line.startswith("| RAS"))
     assert stats.with_ci(summary["fd"], summary["ci"]["fd"], ".2f", same=True) in ras
     assert stats.with_ci(summary["dense_fd"], summary["ci"]["dense_fd"], ".2f") + " |" in dense
+
+
+@pytest.mark.parametrize(
+    ("summary", "features", "fragment"),
+    [
+        ('{"sampler": "ras", "fd": 1', None, "summary.json: not valid JSON"),
+        ("[1, 2]", None, "summary.json: a summary is a JSON object; this holds a list"),
+        ('{"loss": 0.1}', None, "summary.json: not a rasfw job summary (no sampler)"),
+        ('{"sampler": "ras"}', b"not an npz", "eval_features.npz: not a readable evaluator-features file"),
+    ],
+)
+def test_bad_job_files_are_one_line_naming_the_file_with_exit_code_2(summary, features, fragment, tmp_path, capsys):
+    """Both commands, through their modules as run with `python -m` (the exit code is the process's)."""
+    import runpy
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(summary)
+        if features is not None:
+            (tmp_path / name / stats.FEATURES_FILE).write_bytes(features)
+    assert stats.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err and "\n" not in err, err
+    if features is None:
+        from rasfw.app import report
+
+        assert report.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and fragment in err and "\n" not in err, err
+    for module, args in (("rasfw.stats", [str(tmp_path / "a"), str(tmp_path / "b")]), ("rasfw.report", [str(tmp_path)])):
+        if module == "rasfw.report" and features is not None:
+            continue
+        import sys
+
+        argv, sys.argv = sys.argv, [module, *args]
+        try:
+            with pytest.raises(SystemExit) as info:
+                runpy.run_module(module, run_name="__main__")
+        finally:
+            sys.argv = argv
+        assert info.value.code == 2, module
