@@ -9,12 +9,13 @@ nested inside a value, looks the top-level `_target_` up among the classes regis
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw.registry import REGISTRY
-from rasfw.strategies._checks import first_line
+from rasfw.strategies._checks import first_line, nearest_first
 
 _INSTANTIATION_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
@@ -33,6 +34,7 @@ def build(node: DictConfig | dict[str, Any], kind: str, setting: str, **kwargs: 
             other than `_target_` at the top, or settings the class refuses; one line naming the setting.
     """
     cls, target, data = _registered(node, kind, setting)
+    _check_keys(cls, data, setting)
     try:
         return cls(**data, **kwargs)
     except (ValueError, FileNotFoundError):
@@ -41,6 +43,21 @@ def build(node: DictConfig | dict[str, Any], kind: str, setting: str, **kwargs: 
         raise ValueError(f"{setting}: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - whatever a constructor raises becomes one line naming the setting
         raise ValueError(f"{setting}: cannot build {target}: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def _check_keys(cls: type, data: dict[str, Any], setting: str) -> None:
+    """A key the class does not take is one line naming it and the keys it does take, nearest spelling first."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in data:
+        if key not in accepted:
+            allowed = ", ".join(nearest_first(key, accepted)) or "no settings"
+            raise ValueError(f"{setting}.{key}: unknown setting of {cls.__name__}; it takes: {allowed}")
 
 
 def registered_name(node: DictConfig | dict[str, Any], kind: str, setting: str) -> tuple[str, dict[str, Any]]:

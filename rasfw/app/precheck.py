@@ -15,7 +15,7 @@ from rasfw import _compat
 from rasfw.app.console import fail
 from rasfw.app.settings import UsageError, build_method, check_settings
 from rasfw.registry import REGISTRY
-from rasfw.strategies._checks import first_line
+from rasfw.strategies._checks import first_line, nearest_first
 
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
 
@@ -109,8 +109,43 @@ def _composition_failed(exc: Exception) -> NoReturn:
     cause = exc.__cause__ or exc
     key = getattr(cause, "full_key", None)
     if key:
-        fail(UsageError(f"{key}: unknown setting ({first_line(cause)}); check the spelling"))
+        fail(UsageError(_unknown_setting(str(key), getattr(cause, "parent_node", None))))
     fail(UsageError(first_line(exc)))
+
+
+def _unknown_setting(key: str, parent: Any) -> str:
+    """One line for a key the config does not have: the keys its node has, nearest spelling first, and the
+    options of its group that have it (`fill.order` is a setting of `fill=taylor`, not of `fill=reuse`)."""
+    where, _, leaf = key.rpartition(".")
+    keys = [str(k) for k in parent.keys() if str(k) not in ("_target_", "hydra")] if isinstance(parent, DictConfig) else []
+    others = _options_with(where, leaf) if where else []
+    elsewhere = f"{where}=" + "|".join(others) if others else ""
+    if keys:
+        also = f"; {elsewhere} takes it (choose it first)" if others else ""
+        return f"{key}: unknown setting; {where or 'the config'} has: {', '.join(nearest_first(leaf, keys))}{also}"
+    if others:
+        return f"{key}: not a setting of the chosen {where}, which takes none; {elsewhere} takes it (choose it first)"
+    return f"{key}: unknown setting; {where} takes no settings" if where else f"{key}: unknown setting"
+
+
+def _options_with(group: str, key: str) -> list[str]:
+    """The options of config group `group` (its files in `rasfw.conf`) that set `key`."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("rasfw.conf").joinpath(*group.split("."))
+        files = sorted(f for f in folder.iterdir() if f.name.endswith(".yaml"))
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError, OSError):
+        return []
+    found = []
+    for f in files:
+        try:
+            data = OmegaConf.create(f.read_text())
+        except Exception:  # noqa: BLE001 - a file that is not a plain mapping has nothing to offer here
+            continue
+        if isinstance(data, DictConfig) and key in data:
+            found.append(f.name.removesuffix(".yaml"))
+    return found
 
 
 def _check_callbacks(callbacks: DictConfig) -> None:

@@ -27,3 +27,10 @@ def integer(setting: str, value: object, allowed: str, ok) -> int:
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (its type's name if it has none)."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def nearest_first(word: str, choices) -> list[str]:
+    """`choices` ordered by how close their spelling is to `word` (the likeliest meant first), ties by name."""
+    import difflib
+
+    return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, word, c).ratio(), c))

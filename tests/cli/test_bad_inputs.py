@@ -31,8 +31,12 @@ CASES = [
     ("ratio.warmup=1.5", "ratio.warmup must be an integer"),
     ("ratio.warmup=abc", "ratio.warmup must be an integer"),
     ("ratio.warmup=true", "ratio.warmup must be an integer"),
-    ("ratio.valu=0.3", "ratio.valu: unknown setting"),
-    ("+ratio.extra=1", "ratio: "),
+    ("ratio.valu=0.3", "ratio.valu: unknown setting; ratio has: value, warmup"),
+    ("ratio.vlaue=0.5", "ratio.vlaue: unknown setting; ratio has: value, warmup"),
+    ("+ratio.vlaue=0.5", "ratio.vlaue: unknown setting of ConstantRatio; it takes: value, warmup"),
+    ("ratio.start=0.3", "ratio.start: unknown setting; ratio has: warmup, value; ratio=linear takes it (choose it first)"),
+    ("fill.order=2", "fill.order: not a setting of the chosen fill, which takes none; fill=taylor takes it (choose it first)"),
+    ("+ratio.extra=1", "ratio.extra: unknown setting of ConstantRatio; it takes: value, warmup"),
     ("ratio=nope", "ratio: unknown option 'nope'"),
     # ratio: linear, reference_dynamic
     ("ratio=linear ratio.start=0", "ratio.start must be in (0, 1]"),
@@ -45,7 +49,7 @@ CASES = [
     # metric
     ("metric=nope", "metric: unknown option 'nope'"),
     ("metric._target_=os.system", "metric._target_: 'os.system' is not a registered metric class"),
-    ("+metric.foo=1", "metric: "),
+    ("+metric.foo=1", "metric.foo: unknown setting of "),
     # starvation
     ("starvation.k=-1", "starvation.k must be in [0, 100]"),
     ("starvation.k=101", "starvation.k must be in [0, 100]"),
@@ -68,7 +72,7 @@ CASES = [
     ("fill=nope", "fill: unknown option 'nope'; available: reuse, taylor"),
     ("fill=taylor fill.order=3", "fill.order must be in [1, 2]; got 3"),
     ("fill=taylor fill.order=abc", "fill.order must be an integer"),
-    ("+fill.order=1", "fill: "),
+    ("+fill.order=1", "fill.order: unknown setting of ReuseFill"),
     ("fill=taylor fill.order=2 ratio.warmup=2", "fill.order=2 (TaylorFill(order=...)) needs 3 dense steps before the first RAS step"),
     ("fill=taylor cache=first_block", "fill=taylor forecasts from the outputs the model computed"),
     # sampler
@@ -131,7 +135,7 @@ CASES = [
     ("model=sd3_tiny model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
     ("model._target_=shutil.rmtree", "model._target_: 'shutil.rmtree' is not a registered runner class"),
-    ("+model.foo=1", "model: "),
+    ("+model.foo=1", "model.foo: unknown setting of "),
     ("model=flux_tiny height=1000000 width=1000000", "tokens; at most 65536"),
     ("model=lumina_next_tiny height=100000", "tokens; at most 65536"),
     ("guidance=1e308", "the generated images contain NaN or infinite values"),
