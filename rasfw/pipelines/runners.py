@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from rasfw.registry import register
+from rasfw.strategies._checks import device as check_device
 
 
 class PipelineRunner(ABC):
@@ -87,6 +88,7 @@ class MiniRunner(PipelineRunner):
         from rasfw.embedded.models import load_pipeline
         from rasfw.embedded.testbeds import get_testbed
 
+        device = check_device("model.device", device)
         self.testbed = get_testbed(testbed, "model.testbed")
         if weights is None and self.testbed.name != "shapes":
             weights = str(self.testbed.weights)

@@ -178,6 +178,9 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
     """
     import diffusers
 
+    from rasfw.strategies._checks import device as check_device
+
+    check_device("model.device", device)
     torch_dtype = _dtype(dtype)
     folder = Path(path).expanduser()
     if not folder.is_dir() and not _HUB_ID.match(str(path)):
@@ -238,9 +241,10 @@ class TinyRunner(DiffusersRunner):
 
     def __init__(self, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> None:
         from rasfw.pipelines import tiny
+        from rasfw.strategies._checks import device as check_device
 
         torch_dtype = _dtype(dtype)
-        pipe = getattr(tiny, self.builder)(seed).to(device)
+        pipe = getattr(tiny, self.builder)(seed).to(check_device("model.device", device))
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
         super().__init__(pipe, f"random tiny {self.family} (seed {seed})")

@@ -34,3 +34,20 @@ def nearest_first(word: str, choices) -> list[str]:
     import difflib
 
     return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, word, c).ratio(), c))
+
+
+def device(setting: str, value: object) -> str:
+    """`value` as a device name torch can run on here, or one line naming `setting` (a misspelt device, or
+    CUDA / MPS on a machine without it)."""
+    import torch
+
+    try:
+        parsed = torch.device(str(value))
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{setting}: {value!r} is not a device; use cpu, cuda, cuda:<index> or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(parsed.type, True):
+        raise ValueError(f"{setting}={value}: no {parsed.type} device on this machine; use {setting}=cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{setting}={value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return str(value)

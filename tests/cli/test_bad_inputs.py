@@ -130,10 +130,12 @@ CASES = [
     ("model.weights=TEXT_FILE", "model.weights: TEXT_FILE is not a safetensors file"),
     ("model.weights=FOREIGN_FILE", "model.weights: FOREIGN_FILE is not an embedded-model file"),
     ("model.weights=/no/such/file.safetensors", "model.weights: no such file: /no/such/file.safetensors"),
-    ("model.device=gpu0", "model: cannot build rasfw.pipelines.runners.MiniRunner: RuntimeError: Invalid device string: 'gpu0'"),
     ("model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3_tiny model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
+    ("model.device=gpu0", "model.device: 'gpu0' is not a device; use cpu, cuda, cuda:<index> or mps"),
+    ("model.device=cuda:99", "model.device=cuda:99: "),  # no CUDA here, or fewer than 100 devices
+    ("model=sd3_tiny model.device=gpu0", "model.device: 'gpu0' is not a device"),
     ("model._target_=shutil.rmtree", "model._target_: 'shutil.rmtree' is not a registered runner class"),
     ("+model.foo=1", "model.foo: unknown setting of "),
     ("model=flux_tiny height=1000000 width=1000000", "tokens; at most 65536"),
