@@ -89,6 +89,11 @@ class RegionAdaptiveSampler:
         self.kv_cache = kv_cache
         if kv_dtype not in KV_DTYPES:
             raise ValueError(f"sampler.kv_dtype must be one of {', '.join(KV_DTYPES)}; got {kv_dtype!r}")
+        if not kv_cache and kv_dtype != "model":
+            raise ValueError(
+                f"sampler.kv_dtype={kv_dtype} stores cached keys/values, and sampler.kv_cache=false caches none; "
+                "set one of them back (kv_dtype=model or kv_cache=true)"
+            )
         self.kv_dtype = kv_dtype
         backends = backend_names()
         if backend not in backends:

@@ -7,6 +7,7 @@ and the run's outcome as one line (an error) or the summary and the files writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rasfw import _compat
 from rasfw._deprecation import renamed_overrides
 from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, show
+from rasfw.app.files import run_lock
 from rasfw.app.pictures import PICTURES
 from rasfw.app.precheck import precheck
 from rasfw.app.run_steps import run
@@ -54,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         search_paths = REGISTRY.load_plugins()
     except Exception as exc:  # a broken plugin must not hide behind a traceback
         fail(UsageError(f"plugin failed to load: {first_line(exc)}"))
+    args = _multirun_first(args)
     overrides, help_only = _overrides(args)
     if search_paths:
         _add_search_paths(args, overrides, search_paths)
@@ -74,8 +77,10 @@ def _hydra_entry() -> None:
     @hydra.main(version_base=None, config_path="pkg://rasfw.conf", config_name="config")
     def task(cfg: DictConfig) -> None:
         output_dir = HydraConfig.get().runtime.output_dir
+        held = run_lock(output_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()  # torchrun: rank 0
         try:
-            summary = run(cfg, output_dir)
+            with held:  # a second run given the same folder at once is refused
+                summary = run(cfg, output_dir)
         except (ValueError, TypeError, FileNotFoundError) as exc:
             fail(exc)
         except KeyboardInterrupt:
@@ -140,6 +145,15 @@ def _add_search_paths(args: list[str], overrides: list[str], paths: list[str]) -
             return
     at = args.index(overrides[0]) if overrides else len(args)
     args.insert(at, f"hydra.searchpath=[{','.join(paths)}]")
+
+
+def _multirun_first(args: list[str]) -> list[str]:
+    """`-m` / `--multirun` written after some overrides (`steps=8 -m ratio.value=0.25,0.5`) moved in front of them,
+    where Hydra's parser expects its flags: the command means the same either way."""
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    if not flags or args.index(flags[0]) == 0:
+        return args
+    return [flags[0], *(a for a in args if a not in ("-m", "--multirun"))]
 
 
 def _overrides(args: list[str]) -> tuple[list[str], bool]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rasfw.app import viz
+from rasfw.app.files import save_image
 from rasfw.sampler import RegionAdaptiveSampler
 
 PICTURES = ("grid", "heatmap", "selection", "selection_strip")
@@ -73,7 +74,7 @@ def write_pictures(out: Path, images: torch.Tensor, dense_images: torch.Tensor |
              for i in range(images.shape[0])]  # fmt: skip
     headers = ([names.baseline_header] if dense_images is not None else []) + [names.method_header]
     if not names.selects:
-        viz.comparison_grid(shown, headers, prompts).save(out / "grid.png")
+        save_image(viz.comparison_grid(shown, headers, prompts), out / "grid.png")
         return {**files, "grid": "grid.png"}
     return {**files, **_write_heat(out, images, shown, headers, updates, selections, prompts, scale),
             **_write_selections(out, images, updates.shape[1:], selections, sampler, prompts, scale)}  # fmt: skip
@@ -85,7 +86,7 @@ def _save_each(out: Path, images: torch.Tensor, dense_images: torch.Tensor | Non
     for i in range(images.shape[0]):
         for prefix, picture in ((names.method, images[i]), (names.baseline, None if dense_images is None else dense_images[i])):
             if picture is not None:
-                viz.to_pil(picture, scale).save(out / f"{prefix}_{i}.png")
+                save_image(viz.to_pil(picture, scale), out / f"{prefix}_{i}.png")
                 saved.append(f"{prefix}_{i}.png")
     return saved
 
@@ -102,9 +103,9 @@ def _write_heat(out: Path, images: torch.Tensor, shown: list, headers: list[str]
     units = viz.HEAT_UNITS if ras_steps else "no RAS steps in this run: every patch recomputed at every step"
     bar = viz.colour_bar(tile[0], units)
     heat_header = f"heat map ({ras_steps} RAS steps)"
-    viz.comparison_grid([heat], prompts, [heat_header], side=bar).save(out / "heatmap.png")  # one column per image
+    save_image(viz.comparison_grid([heat], prompts, [heat_header], side=bar), out / "heatmap.png")  # one column per image
     tiles = [[*row, heat[i]] for i, row in enumerate(shown)]
-    viz.comparison_grid(tiles, [*headers, heat_header], prompts, side=bar).save(out / "grid.png")
+    save_image(viz.comparison_grid(tiles, [*headers, heat_header], prompts, side=bar), out / "grid.png")
     return {"heatmap": "heatmap.png", "grid": "grid.png"}
 
 
@@ -116,7 +117,7 @@ def _write_selections(out: Path, images: torch.Tensor, grid: tuple[int, int], se
     labels = _step_labels(sampler, selections, rows * cols)
     viz.save_gif(viz.selection_frames(images, actives, labels, max(1, scale // 2)), out / "selection.gif")
     headers = [f"{i}\n{'dense' if s is None else f'{s.shape[1] / (rows * cols):.2f}'}" for i, s in enumerate(selections)]
-    viz.selection_strip(images, actives, headers, prompts, max(1, scale // 4)).save(out / "selection.png")
+    save_image(viz.selection_strip(images, actives, headers, prompts, max(1, scale // 4)), out / "selection.png")
     return {"selection": "selection.gif", "selection_strip": "selection.png"}
 
 
@@ -178,13 +179,13 @@ def write_videos(out: Path, videos: torch.Tensor, dense_videos: torch.Tensor | N
              + [viz.to_pil(videos[i, middle], scale)] for i in range(b)]  # fmt: skip
     headers = ([names.baseline_header] if dense_videos is not None else []) + [names.method_header]
     if not names.selects:
-        viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions).save(out / "grid.png")
+        save_image(viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions), out / "grid.png")
         return {"videos": saved, "grid": "grid.png"}
     tile = viz.to_pil(videos[0, 0], scale).size[::-1]
     bar = viz.colour_bar(tile[0], viz.HEAT_UNITS if ras_steps else "no RAS steps in this run")
     strips = [[viz.heatmap(share[i, f], tile) for f in range(latent)] for i in range(b)]
-    viz.comparison_grid(strips, [f"latent frame {f}" for f in range(latent)], captions, side=bar).save(out / "heatmap.png")
+    save_image(viz.comparison_grid(strips, [f"latent frame {f}" for f in range(latent)], captions, side=bar), out / "heatmap.png")
     tiles = [[*row, viz.heatmap(share[i, viz.latent_frame_of(middle, frames, latent)], tile)] for i, row in enumerate(tiles)]
     headers = [*headers, f"heat map ({ras_steps} RAS steps)"]
-    viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions, side=bar).save(out / "grid.png")
+    save_image(viz.comparison_grid(tiles, [f"{h}, frame {middle}" for h in headers], captions, side=bar), out / "grid.png")
     return {"videos": saved, "heatmap": "heatmap.png", "grid": "grid.png"}

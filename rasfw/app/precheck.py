@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
 from rasfw.app.console import fail
+from rasfw.app.files import refuse_if_held
 from rasfw.app.settings import UsageError, build_method, check_settings
 from rasfw.registry import REGISTRY
 from rasfw.strategies._checks import first_line, nearest_first
@@ -120,12 +121,24 @@ def _unknown_setting(key: str, parent: Any) -> str:
     keys = [str(k) for k in parent.keys() if str(k) not in ("_target_", "hydra")] if isinstance(parent, DictConfig) else []
     others = _options_with(where, leaf) if where else []
     elsewhere = f"{where}=" + "|".join(others) if others else ""
+    nested = [f"{k}.{leaf}" for k in keys if leaf in _child_keys(parent, k)]
+    if nested:
+        return f"{key}: unknown setting; did you mean {' or '.join(nested)}?"
     if keys:
         also = f"; {elsewhere} takes it (choose it first)" if others else ""
         return f"{key}: unknown setting; {where or 'the config'} has: {', '.join(nearest_first(leaf, keys))}{also}"
     if others:
         return f"{key}: not a setting of the chosen {where}, which takes none; {elsewhere} takes it (choose it first)"
     return f"{key}: unknown setting; {where} takes no settings" if where else f"{key}: unknown setting"
+
+
+def _child_keys(node: DictConfig, key: str) -> list[str]:
+    """The keys of `node[key]` when it is a mapping (a value that does not resolve has none)."""
+    try:
+        child = node[key]
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve yet
+        return []
+    return [str(k) for k in child.keys()] if isinstance(child, DictConfig) else []
 
 
 def _options_with(group: str, key: str) -> list[str]:
@@ -301,3 +314,8 @@ def _check_writable(setting: str, folder: str) -> None:
         probe.unlink(missing_ok=True)
     except OSError as exc:
         fail(UsageError(f"{setting}: cannot write to '{folder}': {exc.strerror or type(exc).__name__}"))
+    if setting == "hydra.run.dir" and os.environ.get("RANK", "0") == "0":  # before Hydra writes .hydra/ there
+        try:
+            refuse_if_held(folder, setting)
+        except ValueError as exc:
+            fail(UsageError(str(exc)))

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw.app import job, pictures, stats
 from rasfw.app.console import show
+from rasfw.app.files import write_text
 from rasfw.app.settings import (
     GROUPS,
     STRATEGY_GROUPS,
@@ -355,7 +356,7 @@ def write_summary(ctx: RunContext, method: MethodRun, dense: dict[str, Any] | No
     summary["settings"] = job.resolved_settings(cfg, _choices(), GROUPS)
     summary["overrides"] = _task_overrides()
     summary["per_prompt"] = per_prompt  # last: long lists
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(ctx.out / "summary.json", json.dumps(summary, indent=2) + "\n")  # last: the job is complete
     return summary
 
 

@@ -168,9 +168,12 @@ def save_features(path: Path, features: Mapping[str, Any]) -> Path:
         path: the file to write.
         features: the features by name.
     """
+    from rasfw.app.files import written
+
     arrays = {k: _array(v).astype(np.float32) for k, v in features.items()}
-    np.savez_compressed(path, **arrays)
-    return path
+    with written(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return Path(path)
 
 
 def _array(value: Any) -> np.ndarray:

@@ -143,8 +143,10 @@ def selection_frames(
 
 def save_gif(frames: Sequence[Image.Image], path: str | Path, ms_per_frame: int = 600) -> None:
     """Write `frames` as a looping animated GIF (the last frame held three times as long)."""
+    from rasfw.app.files import save_image
+
     durations = [ms_per_frame] * (len(frames) - 1) + [3 * ms_per_frame]
-    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=durations, loop=0, optimize=False)
+    save_image(frames[0], path, save_all=True, append_images=list(frames[1:]), duration=durations, loop=0, optimize=False)
 
 
 def selection_strip(

@@ -180,7 +180,6 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
 
     from rasfw.strategies._checks import device as check_device
 
-    check_device("model.device", device)
     torch_dtype = _dtype(dtype)
     folder = Path(path).expanduser()
     if not folder.is_dir() and not _HUB_ID.match(str(path)):
@@ -188,6 +187,7 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
             f"model.path: cannot load '{path}': no such folder (and not a hub id of the form org/name); "
             f"pass model.path=<local folder>, or try {_TINY.get(pipeline_name, 'a *_tiny model')} offline"
         )
+    check_device("model.device", device)  # before loading gigabytes of weights
     pipeline_class = getattr(diffusers, pipeline_name)
     try:
         with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; accept both

@@ -35,6 +35,8 @@ CASES = [
     ("ratio.vlaue=0.5", "ratio.vlaue: unknown setting; ratio has: value, warmup"),
     ("+ratio.vlaue=0.5", "ratio.vlaue: unknown setting of ConstantRatio; it takes: value, warmup"),
     ("ratio.start=0.3", "ratio.start: unknown setting; ratio has: warmup, value; ratio=linear takes it (choose it first)"),
+    ("kv_cache=false", "kv_cache: unknown setting; did you mean sampler.kv_cache?"),
+    ("sampler.kv_cache=false sampler.kv_dtype=float8_e4m3fn", "sampler.kv_dtype=float8_e4m3fn stores cached keys/values, and sampler.kv_cache=false caches none"),
     ("fill.order=2", "fill.order: not a setting of the chosen fill, which takes none; fill=taylor takes it (choose it first)"),
     ("+ratio.extra=1", "ratio.extra: unknown setting of ConstantRatio; it takes: value, warmup"),
     ("ratio=nope", "ratio: unknown option 'nope'"),

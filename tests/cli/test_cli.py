@@ -184,6 +184,7 @@ def test_flags_after_overrides_work_with_a_plugin_installed(tmp_path):
         (["-m", "metric=foo"], "metric: unknown option 'foo'; available: "),
         (["--cfg", "job", "foo=1"], "foo: unknown setting"),
         (["-m", "ratio.value=0.25,0.5", "ratio.valu=1"], "ratio.valu: unknown setting"),
+        (["ratio.valu=1", "-m", "ratio.value=0.25,0.5"], "ratio.valu: unknown setting"),  # -m after overrides
         (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_: 'os.system' is not a registered callback class"),
         (["-m", "sampler=dense,ras", "cache=first_block", "cache.threshold=0"],
          "cache.threshold must be in (0, inf); got 0 (in the sweep job sampler=dense)"),  # fmt: skip
