@@ -25,8 +25,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw._deprecation import renamed_setting
+from rasfw.app.console import show
 from rasfw.flops import count_flops
-from rasfw.strategies._checks import integer
+from rasfw.strategies._checks import first_line, integer
 
 BASELINE_FORMAT = 1  # bump when the cached baseline's contents change
 
@@ -58,6 +59,8 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     folder = ev.get("baseline_store")
     if folder is not None and (not isinstance(folder, str) or not folder):
         raise ValueError(f"eval.baseline_store must be a folder path or null; got {folder!r}")
+    if folder is not None and Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
+        raise ValueError(f"eval.baseline_store={folder}: not a folder (a file is in the way); give a folder path or null")
     if not isinstance(cfg.get("match_flops", False), bool):
         raise ValueError(f"match_flops must be true or false; got {cfg.get('match_flops')!r}")
     baseline_steps = ev.get("baseline_steps")
@@ -181,28 +184,50 @@ def baseline_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def load_baseline(folder: Path | None, key: str) -> dict[str, Any] | None:
-    """The cached baseline `{"images", "flops", "source"}`, or None if there is none."""
-    if folder is None or not (folder / f"{key}.safetensors").is_file():
+def load_baseline(folder: Path | None, key: str, count: int | None = None) -> dict[str, Any] | None:
+    """The stored baseline `{"images", "flops", "source"}`, or None if there is none to read.
+
+    An entry that cannot be read whole (truncated, corrupt, without its metadata, or not `count` images) is
+    reported in one line and treated as missing: it is recomputed, and replaced when stored.
+
+    """
+    if folder is None:
+        return None
+    path = folder / f"{key}.safetensors"
+    if not path.is_file():
         return None
     from safetensors import safe_open
 
-    with safe_open(str(folder / f"{key}.safetensors"), framework="pt") as f:
-        meta = json.loads(f.metadata()["baseline"])
-        images = f.get_tensor("images")
-    return {**meta, "images": images, "source": str(folder / f"{key}.safetensors")}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["baseline"])
+            images = f.get_tensor("images")
+        if not isinstance(meta, dict) or images.ndim not in (4, 5) or (count is not None and images.shape[0] != count):
+            raise ValueError(f"{tuple(images.shape)} images")
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the baseline is recomputed
+        show(f"note: eval.baseline_store entry {path.name} is unreadable ({type(exc).__name__}: {first_line(exc)}); "
+             "recomputing it")  # fmt: skip
+        return None
+    return {**meta, "images": images, "source": str(path)}
 
 
 def store_baseline(folder: Path | None, key: str, images: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Write the baseline atomically (a parallel job may be writing the same one)."""
+    """Write the baseline atomically (a parallel job may be writing the same one). A store that cannot be
+    written (read-only) is reported in one line; the run goes on with the baseline it computed."""
     if folder is None:
         return
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{key}.{os.getpid()}.tmp"
-    save_file({"images": images.contiguous()}, str(tmp), metadata={"baseline": json.dumps(meta)})
-    tmp.replace(folder / f"{key}.safetensors")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"images": images.contiguous()}, str(tmp), metadata={"baseline": json.dumps(meta)})
+        tmp.replace(folder / f"{key}.safetensors")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        show(f"note: eval.baseline_store={folder} cannot be written ({exc.strerror or type(exc).__name__}); "
+             "the baseline was computed for this run only")  # fmt: skip
 
 
 # -- timing ---------------------------------------------------------------------------------------

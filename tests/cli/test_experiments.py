@@ -106,6 +106,41 @@ def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path, c
     assert other["dense_baseline"].startswith("computed") and len(list(store.glob("*.safetensors"))) == 2
 
 
+@pytest.mark.parametrize("damage", ["truncated", "no_metadata", "wrong_count"])
+def test_a_damaged_store_entry_is_recomputed_and_replaced(damage, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    store = tmp_path / "baselines"
+    first = run(tmp_path, "a", f"eval.baseline_store={store}", "timing.repeats=0")
+    (entry,) = store.glob("*.safetensors")
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "no_metadata":
+        save_file(load_file(str(entry)), str(entry))
+    else:
+        save_file({"images": load_file(str(entry))["images"][:1]}, str(entry), metadata={"baseline": '{"flops": 1}'})
+    capsys.readouterr()
+    second = run(tmp_path, "b", f"eval.baseline_store={store}", "timing.repeats=0")
+    out = capsys.readouterr().out
+    assert f"note: eval.baseline_store entry {entry.name} is unreadable" in out and "recomputing it" in out
+    assert second["dense_baseline"].startswith("computed, stored as ") and second["dense_fd"] == first["dense_fd"]
+    third = run(tmp_path, "c", f"eval.baseline_store={store}", "timing.repeats=0")  # the entry was replaced
+    assert third["dense_baseline"].startswith("read from the store, ")
+
+
+def test_a_store_that_cannot_be_written_is_read_around_and_a_file_in_its_place_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    s = run(tmp_path, "a", f"eval.baseline_store={blocker / 'store'}", "timing.repeats=0")  # mkdir fails under a file
+    assert f"note: eval.baseline_store={blocker / 'store'} cannot be written" in capsys.readouterr().out
+    assert s["dense_baseline"] == "computed" or s["dense_baseline"].startswith("computed")
+    with pytest.raises(SystemExit) as info:
+        run(tmp_path, "b", f"eval.baseline_store={blocker}")
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and f"eval.baseline_store={blocker}: not a folder" in err and "\n" not in err
+    assert not (tmp_path / "b" / "summary.json").exists()
+
+
 def test_dense_sampling_is_the_baseline_and_runs_once(tmp_path, monkeypatch):
     calls = []
     real = job.generate_all
