@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
 from rasfw._deprecation import renamed_overrides
+from rasfw.app import job
 from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, show
 from rasfw.app.files import run_lock
 from rasfw.app.pictures import PICTURES
@@ -67,7 +68,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not help_only:
         precheck(overrides)
     sys.argv = [sys.argv[0], *args]
-    _hydra_entry()
+    with _terminate_as_interrupt():
+        _hydra_entry()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler stopping the job) ends the run as Ctrl-C does: caches freed, finished files kept, a
+    sweep's results written from the jobs that finished."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _hydra_entry() -> None:
@@ -77,6 +100,10 @@ def _hydra_entry() -> None:
     @hydra.main(version_base=None, config_path="pkg://rasfw.conf", config_name="config")
     def task(cfg: DictConfig) -> None:
         output_dir = HydraConfig.get().runtime.output_dir
+        sweep = _sweep_folder()
+        if sweep is not None and job.finished(Path(output_dir), cfg):
+            show(f"{output_dir}: finished earlier with the same settings (its summary.json is complete); skipped")
+            return  # the sweep's results are rebuilt from every job's summary at its end
         held = run_lock(output_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()  # torchrun: rank 0
         try:
             with held:  # a second run given the same folder at once is refused
@@ -85,6 +112,8 @@ def _hydra_entry() -> None:
             fail(exc)
         except KeyboardInterrupt:
             print("error: interrupted; nothing was written past the last finished file", file=sys.stderr)
+            if sweep is not None:  # what the finished jobs measured; rerunning the sweep skips them
+                _report_finished(sweep)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - no bare traceback from the CLI, whatever went wrong
             if os.environ.get("RASFW_DEBUG"):
@@ -96,6 +125,27 @@ def _hydra_entry() -> None:
         _report_outcome(summary, Path(output_dir), HydraConfig.get().job.name)
 
     task()
+
+
+def _sweep_folder() -> Path | None:
+    """The sweep folder of the multirun in progress, or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+
+
+def _report_finished(sweep: Path) -> None:
+    from rasfw.app.report import write_report
+
+    try:
+        written = write_report(sweep)
+    except Exception:  # noqa: BLE001 - an interrupted run still ends in one line
+        return
+    if written:
+        print(f"wrote {sweep / 'results.csv'} and results.md from the finished jobs; rerun the sweep to finish it "
+              "(finished jobs are skipped)", file=sys.stderr)  # fmt: skip
 
 
 def _report_outcome(summary: dict, output_dir: Path, job_name: str) -> None:

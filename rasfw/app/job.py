@@ -174,6 +174,30 @@ def generate_all(
     )
 
 
+# -- finished jobs --------------------------------------------------------------------------------
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A digest of a job's resolved settings: two jobs with the same digest compute the same thing."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    blob = json.dumps({"config": data, "torch": torch.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def finished(folder: Path, cfg: DictConfig) -> bool:
+    """Whether `folder` holds a complete `summary.json` of a job with these settings (a rerun sweep skips it)."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return False
+    from rasfw.app.stats import read_summary
+
+    try:
+        summary = read_summary(path)
+    except ValueError:
+        return False
+    return summary.get("config_digest") == config_digest(cfg)
+
+
 # -- the dense baseline ---------------------------------------------------------------------------
 
 

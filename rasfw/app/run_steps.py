@@ -354,6 +354,7 @@ def write_summary(ctx: RunContext, method: MethodRun, dense: dict[str, Any] | No
         summary["eval_features"] = stats.save_features(ctx.out / stats.FEATURES_FILE, features).name
     summary.update(stats.annotate({**summary, "per_prompt": per_prompt}, features))
     summary["settings"] = job.resolved_settings(cfg, _choices(), GROUPS)
+    summary["config_digest"] = job.config_digest(cfg)  # a rerun sweep skips this job (`job.finished`)
     summary["overrides"] = _task_overrides()
     summary["per_prompt"] = per_prompt  # last: long lists
     write_text(ctx.out / "summary.json", json.dumps(summary, indent=2) + "\n")  # last: the job is complete

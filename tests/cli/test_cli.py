@@ -208,6 +208,40 @@ def test_a_valid_sweep_runs_every_job(tmp_path):
     assert [json.loads(p.read_text())["active_tokens_per_step"][2] for p in summaries] == [64, 128]
 
 
+def test_a_rerun_sweep_skips_the_jobs_that_finished_and_rebuilds_the_results(tmp_path, capsys):
+    args = ["-m", "ratio.value=0.25,0.5", *SMALL, *QUIET, "compare_dense=false", "prompts=[a red circle]",
+            f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    main(args)
+    first = {p.parent.name: p.read_text() for p in tmp_path.glob("*/summary.json")}
+    (tmp_path / "1" / "summary.json").unlink()  # as if the sweep had been stopped during job 1
+    (tmp_path / "results.md").unlink()
+    capsys.readouterr()
+    main(args)
+    out = capsys.readouterr().out
+    assert f"{tmp_path / '0'}: finished earlier with the same settings" in out and f"{tmp_path / '1'}: finished" not in out
+    assert (tmp_path / "0" / "summary.json").read_text() == first["0"]  # not recomputed
+    assert json.loads((tmp_path / "1" / "summary.json").read_text())["active_tokens_per_step"][2] == 128
+    rows = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(rows) == 2  # rebuilt from both jobs' summaries
+    main([*args[:1], "ratio.value=0.25", *args[2:], "seed=1"])  # other settings: computed again
+    assert "finished earlier" not in capsys.readouterr().out
+
+
+def test_sigterm_ends_a_run_as_an_interrupt():
+    import os
+    import signal
+
+    from rasfw.app.cli import _terminate_as_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _terminate_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes of the main thread
+                pass
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 def test_summary_says_which_backend_ran_and_notes_unscored_prompts(tmp_path, capsys):
     main([*SMALL, *QUIET, "backend=triton", "compare_dense=false", "prompts=[a cat on a mat,a small red circle at the top left]",
           f"hydra.run.dir={tmp_path}"])  # fmt: skip
