@@ -6,6 +6,8 @@ the overrides and a fragment the error line must contain (the setting's name, an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -14,6 +16,7 @@ from safetensors.torch import save_file
 
 from rasfw.app.cli import main
 
+CLASSIFIER = Path(__file__).resolve().parents[2] / "rasfw" / "embedded" / "eval" / "weights" / "attribute_cnn.safetensors"
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "progress=false", "compare_dense=false"]
 
 CASES = [
@@ -135,6 +138,7 @@ CASES = [
     ("model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3_tiny model.dtype=int8", "model.dtype must be one of float32, float16, bfloat16; got 'int8'"),
     ("model=sd3 model.path=/no/such/folder model.device=cpu", "model.path: cannot load '/no/such/folder'"),
+    ("model.weights=CLASSIFIER", "model.weights: CLASSIFIER is an evaluator's classifier"),
     ("model.device=gpu0", "model.device: 'gpu0' is not a device; use cpu, cuda, cuda:<index> or mps"),
     ("model.device=cuda:99", "model.device=cuda:99: "),  # no CUDA here, or fewer than 100 devices
     ("model=sd3_tiny model.device=gpu0", "model.device: 'gpu0' is not a device"),
@@ -183,8 +187,9 @@ def test_bad_input(override, fragment, tmp_path, capsys):
     text, foreign = tmp_path / "text.safetensors", tmp_path / "foreign.safetensors"
     text.write_text("not weights")
     save_file({"foo": torch.zeros(3)}, str(foreign))
-    override = override.replace("TEXT_FILE", str(text)).replace("FOREIGN_FILE", str(foreign))
-    fragment = fragment.replace("TEXT_FILE", str(text)).replace("FOREIGN_FILE", str(foreign))
+    files = {"TEXT_FILE": text, "FOREIGN_FILE": foreign, "CLASSIFIER": CLASSIFIER}
+    for token, path in files.items():
+        override, fragment = override.replace(token, str(path)), fragment.replace(token, str(path))
     with pytest.raises(SystemExit) as info:
         main([*QUIET, *override.split(), *([] if "hydra.run.dir" in override else [f"hydra.run.dir={out}"])])
     captured = capsys.readouterr()

@@ -449,7 +449,14 @@ def _load_weights(path: Path) -> MiniPipeline:
         raise ValueError(f"model.weights: {path} is not a safetensors file ({first_line(exc)})") from exc
     if "config" not in metadata:
         raise ValueError(f"model.weights: {path} is not an embedded-model file (no 'config' in its metadata)")
-    pipe = build_pipeline(json.loads(metadata["config"]))
+    config = json.loads(metadata["config"])
+    if not isinstance(config, dict) or "transformer" not in config:
+        what = "an evaluator's classifier (rasfw.embedded.eval)" if "record" in metadata else "not an embedded model"
+        raise ValueError(
+            f"model.weights: {path} is {what}, not a model the training script wrote (its config has no transformer); "
+            "give a file from rasfw/embedded/models/weights/ or one the training script wrote"
+        )
+    pipe = build_pipeline(config)
     state = load_file(str(path))
     for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
         prefix = name + "."
