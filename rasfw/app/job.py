@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -47,7 +48,8 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     # The prompt set is in the grammar of the embedded testbed the model names (`model.testbed`), the
     # first testbed's for every other model.
     name = str(OmegaConf.select(cfg, "model.testbed", default="shapes"))
-    prompt_set = get_testbed(name, "model.testbed").module().prompt_set
+    testbed = get_testbed(name, "model.testbed").module()
+    prompt_set = testbed.prompt_set
     keys = ("prompts", "prompt_seed", "batch", "baseline_store", "baseline_steps")
     ev = _section(cfg, "eval", keys, renamed={"baseline_cache": "baseline_store"})
     timing = _section(cfg, "timing", ("repeats", "warmup"))
@@ -55,6 +57,10 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     if count is not None:
         count = integer("eval.prompts", count, "[1, 100000] or null (null: the prompts list)", lambda v: 1 <= v <= 100000)
     prompt_seed = integer("eval.prompt_seed", ev.get("prompt_seed", 1234), "[0, 2**63)", lambda v: 0 <= v < 2**63)
+    distinct = math.prod(len(v) for v in testbed.ATTRIBUTES.values())
+    if count is not None and count > distinct:
+        show(f"note: eval.prompts={count} is more than the {distinct} distinct prompts of the {name} prompt set; "
+             f"each prompt comes back about {count / distinct:.1f} times (with other noise)")  # fmt: skip
     batch = integer("eval.batch", ev.get("batch", 64), "[1, inf)", lambda v: v >= 1)
     folder = ev.get("baseline_store")
     if folder is not None and (not isinstance(folder, str) or not folder):

@@ -311,3 +311,23 @@ def test_starvation_k_zero_is_no_starvation():
     drops = torch.randint(0, 20, (3, 50), generator=torch.Generator().manual_seed(1)).float()
     assert torch.equal(ExpStarvation(0.0).adjust(score, drops), NoStarvation().adjust(score, drops))
     assert not torch.equal(ExpStarvation(0.1).adjust(score, drops), score)
+
+
+@pytest.mark.parametrize(("testbed", "distinct"), [("shapes", 324), ("patterns", None)])
+def test_more_eval_prompts_than_the_prompt_set_holds_is_said_before_the_run(testbed, distinct, capsys):
+    from hydra import compose, initialize_config_module
+
+    from rasfw.embedded.testbeds import get_testbed
+
+    attributes = get_testbed(testbed, "model.testbed").module().ATTRIBUTES
+    total = 1
+    for values in attributes.values():
+        total *= len(values)
+    assert distinct is None or total == distinct
+    model = "default" if testbed == "shapes" else "patterns"
+    for count, noted in ((total, False), (total + 1, True)):
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            cfg = compose("config", overrides=[f"model={model}", f"eval.prompts={count}"])
+        job.check_job_settings(cfg)
+        out = capsys.readouterr().out
+        assert (f"note: eval.prompts={count} is more than the {total} distinct prompts" in out) is noted, out
