@@ -111,20 +111,32 @@ def _hydra_entry() -> None:
         except (ValueError, TypeError, FileNotFoundError) as exc:
             fail(exc)
         except KeyboardInterrupt:
-            print("error: interrupted; nothing was written past the last finished file", file=sys.stderr)
+            print(f"error: interrupted; {_finished(output_dir)}", file=sys.stderr)
             if sweep is not None:  # what the finished jobs measured; rerunning the sweep skips them
                 _report_finished(sweep)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - no bare traceback from the CLI, whatever went wrong
             if os.environ.get("RASFW_DEBUG"):
                 raise
-            print(f"error: {type(exc).__name__}: {first_line(exc)} (RASFW_DEBUG=1 shows the traceback)", file=sys.stderr)
+            print(f"error: {type(exc).__name__}: {first_line(exc)} (RASFW_DEBUG=1 shows the traceback; "
+                  f"{_finished(output_dir)})", file=sys.stderr)  # fmt: skip
             sys.exit(EXIT_FAILURE)
         if summary is None:  # a torchrun rank other than 0: rank 0 reports
             return
         _report_outcome(summary, Path(output_dir), HydraConfig.get().job.name)
 
     task()
+
+
+def _finished(output_dir: str) -> str:
+    """What a run that stopped early left: its files are whole (`rasfw.app.files`), and without `summary.json`
+    the job is incomplete."""
+    folder = Path(output_dir)
+    done = sorted(p.name for p in (folder.iterdir() if folder.is_dir() else ()) if p.is_file() and not p.name.startswith(".")
+                  and p.suffix != ".log")  # fmt: skip
+    if not done:
+        return f"nothing was written to {output_dir}"
+    return f"{output_dir} holds {len(done)} finished file(s) ({', '.join(done[:4])}{', ...' if len(done) > 4 else ''}), no summary.json"
 
 
 def _sweep_folder() -> Path | None:

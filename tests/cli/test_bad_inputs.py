@@ -204,11 +204,12 @@ def test_bad_input(override, fragment, tmp_path, capsys):
     ("raised", "code", "message"),
     [
         (KeyboardInterrupt(), 130, "error: interrupted"),
-        (RuntimeError("disk on fire\nsecond line"), 1, "error: RuntimeError: disk on fire (RASFW_DEBUG=1 shows the traceback)"),
+        (RuntimeError("disk on fire\nsecond line"), 1, "error: RuntimeError: disk on fire (RASFW_DEBUG=1 shows the traceback; "),
     ],
 )
 def test_an_interrupted_or_failing_run_is_one_line(raised, code, message, tmp_path, capsys, monkeypatch):
     def run(cfg, output_dir):
+        (tmp_path / "grid.png").write_bytes(b"whole")  # what finished before it stopped
         raise raised
 
     monkeypatch.setattr("rasfw.app.cli.run", run)
@@ -216,6 +217,7 @@ def test_an_interrupted_or_failing_run_is_one_line(raised, code, message, tmp_pa
         main([*QUIET, f"hydra.run.dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == code and err.startswith(message) and "\n" not in err
+    assert f"{tmp_path} holds 1 finished file(s) (grid.png), no summary.json" in err
     assert not (tmp_path / "summary.json").exists()
 
 
