@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,21 @@ def run_steps(ctx: RunContext) -> dict[str, Any] | None:
 # -- the steps ------------------------------------------------------------------------------------
 
 
+LONG_RUN_S = 1800.0  # an estimate above this is said on the console after the first batch
+
+
+def _estimate(ctx: RunContext, first_s: float) -> None:
+    """After the first batch: a run estimated to take longer than `LONG_RUN_S` says so, with what to lower."""
+    settings = ctx.settings
+    batches = -(-len(settings["prompts"]) // settings["batch"]) / max(ctx.world, 1)
+    dense = 1 if settings.get("compare_dense") else 0  # the dense baseline costs about as much per batch, or more
+    timed = 2 * (settings.get("repeats", 0) + settings.get("warmup", 0))  # each timed run: one batch of the method and of dense
+    total = first_s * (batches * (1 + dense) + timed)
+    if total > LONG_RUN_S:
+        show(f"note: at {first_s:.0f} s for the first batch of {settings['batch']}, this run takes about "
+             f"{total / 3600:.1f} h; lower eval.prompts or steps for a quicker look")  # fmt: skip
+
+
 def generate(ctx: RunContext) -> MethodRun:
     """Generate every prompt with the method attached; record the first call's selections and each image's
     update counts (FLOPs counted here in eager mode).
@@ -187,9 +203,12 @@ def generate(ctx: RunContext) -> MethodRun:
 
         def make_counted(chunk: list[str], start: int) -> tuple[torch.Tensor, torch.Tensor]:
             state.record_selection = start == 0
+            began = time.perf_counter()
             images = ctx.make(chunk, start, progress=label)
             if start == 0:
                 first["selections"] = state.selections
+                if ctx.rank == 0:
+                    _estimate(ctx, time.perf_counter() - began)
             return images, state.update_count.clone().cpu()  # (B, N)
 
         settings = ctx.settings

@@ -331,3 +331,13 @@ def test_more_eval_prompts_than_the_prompt_set_holds_is_said_before_the_run(test
         job.check_job_settings(cfg)
         out = capsys.readouterr().out
         assert (f"note: eval.prompts={count} is more than the {total} distinct prompts" in out) is noted, out
+
+
+def test_a_long_run_says_so_after_its_first_batch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("rasfw.app.run_steps.LONG_RUN_S", 0.0)  # every run counts as long
+    run(tmp_path, "a", "timing.repeats=0")
+    out = capsys.readouterr().out
+    assert "note: at " in out and "this run takes about " in out and "lower eval.prompts or steps" in out
+    monkeypatch.setattr("rasfw.app.run_steps.LONG_RUN_S", 1e9)
+    run(tmp_path, "b", "timing.repeats=0")
+    assert "this run takes about" not in capsys.readouterr().out
