@@ -366,7 +366,9 @@ def write_summary(ctx: RunContext, method: MethodRun, dense: dict[str, Any] | No
     features, per_prompt = evaluated.pop("features", None), _per_prompt(settings, images, dense_images, evaluated)
     summary.update(evaluated)
     skipped = len(prompts) - summary.get("evaluated_images", len(prompts))
-    if skipped:
+    if summary.get("eval_note"):
+        show(f"note: {summary['eval_note']}")
+    elif skipped:
         show(f"note: {skipped} of {len(prompts)} prompts are not in the model's prompt grammar; "
                "its quality metrics skip them")  # fmt: skip
     if features:

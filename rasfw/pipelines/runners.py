@@ -119,7 +119,11 @@ class MiniRunner(PipelineRunner):
         parse_prompt, attributes = data.parse_prompt, data.ATTRIBUTES
         keep = [i for i, prompt in enumerate(prompts) if parse_prompt(prompt) is not None]
         side = data.IMAGE_SIZE
-        if not keep or images.shape[-2:] != (side, side):
+        if images.shape[-2:] != (side, side):  # the evaluator scores the testbed's size only
+            h, w = images.shape[-2:]
+            return {"evaluated_images": 0, "eval_note": f"the {self.testbed.name} evaluator scores {side}x{side} "
+                    f"images; these are {h}x{w} (height, width), so no quality metric is computed"}  # fmt: skip
+        if not keep:
             return {"evaluated_images": 0}
         labels = {k: torch.tensor([parse_prompt(prompts[i])[k] for i in keep]) for k in attributes}
         evaluator = load_evaluator(self.testbed.evaluator_weights)

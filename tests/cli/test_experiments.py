@@ -341,3 +341,10 @@ def test_a_long_run_says_so_after_its_first_batch(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr("rasfw.app.run_steps.LONG_RUN_S", 1e9)
     run(tmp_path, "b", "timing.repeats=0")
     assert "this run takes about" not in capsys.readouterr().out
+
+
+def test_a_size_the_evaluator_does_not_score_says_so(tmp_path, capsys):
+    s = run(tmp_path, "a", "model=patterns", "height=32", "width=32", "timing.repeats=0", "compare_dense=false")
+    out = capsys.readouterr().out
+    assert "note: the patterns evaluator scores 64x64 images; these are 32x32" in out
+    assert "prompt grammar" not in out and s["evaluated_images"] == 0
