@@ -214,10 +214,12 @@ def baseline_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def load_baseline(folder: Path | None, key: str, count: int | None = None) -> dict[str, Any] | None:
+def load_baseline(folder: Path | None, key: str, count: int | None = None,
+                  size: tuple[int, int] | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The stored baseline `{"images", "flops", "source"}`, or None if there is none to read.
 
-    An entry that cannot be read whole (truncated, corrupt, without its metadata, or not `count` images) is
+    An entry that cannot be read whole (truncated, corrupt, without its metadata, not `count` images, or not of
+    `size` (height, width)) is
     reported in one line and treated as missing: it is recomputed, and replaced when stored.
 
     """
@@ -232,7 +234,8 @@ def load_baseline(folder: Path | None, key: str, count: int | None = None) -> di
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["baseline"])
             images = f.get_tensor("images")
-        if not isinstance(meta, dict) or images.ndim not in (4, 5) or (count is not None and images.shape[0] != count):
+        wrong_size = size is not None and tuple(images.shape[-2:]) != tuple(size)
+        if not isinstance(meta, dict) or images.ndim not in (4, 5) or (count is not None and images.shape[0] != count) or wrong_size:
             raise ValueError(f"{tuple(images.shape)} images")
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the baseline is recomputed
         show(f"note: eval.baseline_store entry {path.name} is unreadable ({type(exc).__name__}: {first_line(exc)}); "

@@ -252,7 +252,7 @@ def baseline(ctx: RunContext) -> dict[str, Any] | None:
     }  # fmt: skip
     key = job.baseline_key(fields)
     folder = settings["baseline_store"]
-    found = job.load_baseline(folder, key, len(settings["prompts"])) if ctx.rank == 0 else None
+    found = job.load_baseline(folder, key, len(settings["prompts"]), ctx.size) if ctx.rank == 0 else None
     if ctx.world > 1:
         found = job.from_rank0(found, ctx.world)
     if found is not None:

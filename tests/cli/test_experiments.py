@@ -106,7 +106,7 @@ def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path, c
     assert other["dense_baseline"].startswith("computed") and len(list(store.glob("*.safetensors"))) == 2
 
 
-@pytest.mark.parametrize("damage", ["truncated", "no_metadata", "wrong_count"])
+@pytest.mark.parametrize("damage", ["truncated", "no_metadata", "wrong_count", "wrong_size"])
 def test_a_damaged_store_entry_is_recomputed_and_replaced(damage, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
@@ -117,8 +117,11 @@ def test_a_damaged_store_entry_is_recomputed_and_replaced(damage, tmp_path, caps
         entry.write_bytes(entry.read_bytes()[:100])
     elif damage == "no_metadata":
         save_file(load_file(str(entry)), str(entry))
-    else:
+    elif damage == "wrong_count":
         save_file({"images": load_file(str(entry))["images"][:1]}, str(entry), metadata={"baseline": '{"flops": 1}'})
+    else:
+        save_file({"images": load_file(str(entry))["images"][..., :8, :8].contiguous()}, str(entry),
+                  metadata={"baseline": '{"flops": 1}'})  # fmt: skip
     capsys.readouterr()
     second = run(tmp_path, "b", f"eval.baseline_store={store}", "timing.repeats=0")
     out = capsys.readouterr().out
