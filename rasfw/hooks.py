@@ -126,9 +126,10 @@ def apply_ras(
     executors = {scope: build_executor(execution, **options) for scope in transformers}
     for scope, transformer in transformers.items():
         executors[scope].check(_device(transformer))
-    for transformer in transformers.values():
-        find_adapter(transformer).check_pipeline(pipe)
-    adapters = {scope: find_adapter(transformer)() for scope, transformer in transformers.items()}
+    adapter_classes = {scope: find_adapter(transformer) for scope, transformer in transformers.items()}
+    for cls in adapter_classes.values():
+        cls.check_pipeline(pipe)  # a pipeline the adapter cannot sample (Flux Kontext), before anything changes
+    adapters = {scope: cls() for scope, cls in adapter_classes.items()}
     backend = resolve_backend(sampler.backend, device)
     state = RegionState(keep_buffers=any(e.keeps_buffers for e in executors.values()))
     state.check_writes = all(e.name == "eager" for e in executors.values())  # graphs run every module they hold

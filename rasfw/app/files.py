@@ -27,7 +27,8 @@ def written(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone after the rename, or never made (its folder could not be)
+            tmp.unlink()
 
 
 def save_image(image: Any, path: str | Path, **options: Any) -> None:
@@ -51,16 +52,14 @@ def run_lock(folder: str | Path, setting: str = "hydra.run.dir") -> Iterator[Non
             no longer runs is taken over.
     """
     lock = Path(folder) / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            refuse_if_held(folder, setting)
-            lock.unlink(missing_ok=True)  # left by a run that ended without removing it
-            continue
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        refuse_if_held(folder, setting)  # a live holder: refused
+        lock.write_text(str(os.getpid()))  # left by a run that no longer exists: taken over
+    else:
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
-        break
     try:
         yield
     finally:
@@ -86,9 +85,9 @@ def _holder(lock: Path) -> int | None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw._deprecation import renamed_setting
 from rasfw.app.console import show
+from rasfw.app.files import written
 from rasfw.flops import count_flops
 from rasfw.strategies._checks import first_line, integer
 
@@ -218,10 +219,9 @@ def load_baseline(folder: Path | None, key: str, count: int | None = None,
                   size: tuple[int, int] | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The stored baseline `{"images", "flops", "source"}`, or None if there is none to read.
 
-    An entry that cannot be read whole (truncated, corrupt, without its metadata, not `count` images, or not of
-    `size` (height, width)) is
-    reported in one line and treated as missing: it is recomputed, and replaced when stored.
-
+    An entry that cannot be read whole (truncated, corrupt, without its metadata, not `count` images, or not
+    of `size` (height, width)) is reported in one line and treated as missing: it is recomputed, and replaced
+    when stored.
     """
     if folder is None:
         return None
@@ -234,8 +234,9 @@ def load_baseline(folder: Path | None, key: str, count: int | None = None,
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["baseline"])
             images = f.get_tensor("images")
+        wrong_count = count is not None and images.shape[0] != count
         wrong_size = size is not None and tuple(images.shape[-2:]) != tuple(size)
-        if not isinstance(meta, dict) or images.ndim not in (4, 5) or (count is not None and images.shape[0] != count) or wrong_size:
+        if not isinstance(meta, dict) or images.ndim not in (4, 5) or wrong_count or wrong_size:
             raise ValueError(f"{tuple(images.shape)} images")
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the baseline is recomputed
         show(f"note: eval.baseline_store entry {path.name} is unreadable ({type(exc).__name__}: {first_line(exc)}); "
@@ -251,14 +252,11 @@ def store_baseline(folder: Path | None, key: str, images: torch.Tensor, meta: di
         return
     from safetensors.torch import save_file
 
-    tmp = folder / f"{key}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"images": images.contiguous()}, str(tmp), metadata={"baseline": json.dumps(meta)})
-        tmp.replace(folder / f"{key}.safetensors")
+        with written(folder / f"{key}.safetensors") as tmp:
+            save_file({"images": images.contiguous()}, str(tmp), metadata={"baseline": json.dumps(meta)})
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         show(f"note: eval.baseline_store={folder} cannot be written ({exc.strerror or type(exc).__name__}); "
              "the baseline was computed for this run only")  # fmt: skip
 

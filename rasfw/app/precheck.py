@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,13 +28,13 @@ _CHECKED_HYDRA = (
 """Hydra settings composed by the precheck: they name classes Hydra instantiates (the logging configs go to
 `logging.config.dictConfig`, which builds any class or factory they name and opens any file)."""
 
-_LOG_HANDLERS = {
-    "logging.StreamHandler": {"class", "formatter", "level", "filters", "stream"},
-    "logging.FileHandler": {"class", "formatter", "level", "filters", "filename", "mode", "encoding", "delay", "errors"},
-    "logging.NullHandler": {"class", "level", "filters"},
-}
-_LOG_SECTIONS = {"version", "formatters", "filters", "handlers", "loggers", "root", "disable_existing_loggers", "incremental"}
-_LOG_FORMATTER_KEYS = {"format", "datefmt", "style", "validate", "class"}
+_LOG_HANDLERS = MappingProxyType({
+    "logging.StreamHandler": frozenset({"class", "formatter", "level", "filters", "stream"}),
+    "logging.FileHandler": frozenset({"class", "formatter", "level", "filters", "filename", "mode", "encoding", "delay", "errors"}),
+    "logging.NullHandler": frozenset({"class", "level", "filters"}),
+})  # fmt: skip
+_LOG_SECTIONS = frozenset({"version", "formatters", "filters", "handlers", "loggers", "root", "disable_existing_loggers", "incremental"})
+_LOG_FORMATTER_KEYS = frozenset({"format", "datefmt", "style", "validate", "class"})
 _LOG_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
 _RUN_FOLDERS = ("${hydra.runtime.output_dir}/", "${hydra:runtime.output_dir}/", "${hydra.run.dir}/", "${hydra.sweep.dir}/")
 

@@ -23,6 +23,7 @@ import torch
 
 from rasfw.pipelines.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
 from rasfw.registry import register
+from rasfw.strategies._checks import device as check_device
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TINY = {
@@ -178,8 +179,6 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
     """
     import diffusers
 
-    from rasfw.strategies._checks import device as check_device
-
     torch_dtype = _dtype(dtype)
     folder = Path(path).expanduser()
     if not folder.is_dir() and not _HUB_ID.match(str(path)):
@@ -241,7 +240,6 @@ class TinyRunner(DiffusersRunner):
 
     def __init__(self, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> None:
         from rasfw.pipelines import tiny
-        from rasfw.strategies._checks import device as check_device
 
         torch_dtype = _dtype(dtype)
         pipe = getattr(tiny, self.builder)(seed).to(check_device("model.device", device))
