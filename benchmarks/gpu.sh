@@ -100,19 +100,19 @@ echo "diffusers: $("$PY" -c 'import diffusers; print(diffusers.__version__)' 2>&
 
 step gpu_tests 90 bash -c gpu_tests
 
-step sd3 170 "$PY" -m rasfw.bench preset=gpu 'executions=[eager,cudagraph]' 'ratios=[0.5,0.25,0.125]' repeats=3 \
+step sd3 170 "$PY" -m rasfw.app.bench preset=gpu 'executions=[eager,cudagraph]' 'ratios=[0.5,0.25,0.125]' repeats=3 \
     backend=triton 'kv_dtypes=[model,float8_e4m3fn]' "hydra.run.dir=$OUT/sd3"
 
-step lumina 110 "$PY" -m rasfw.bench preset=gpu_lumina 'executions=[eager,cudagraph]' 'ratios=[0.5,0.125]' repeats=2 \
+step lumina 110 "$PY" -m rasfw.app.bench preset=gpu_lumina 'executions=[eager,cudagraph]' 'ratios=[0.5,0.125]' repeats=2 \
     backend=triton 'kv_dtypes=[model,float8_e4m3fn]' "hydra.run.dir=$OUT/lumina"
 
-step flux 100 "$PY" -m rasfw.bench preset=gpu_flux 'executions=[eager]' 'ratios=[0.5,0.125]' repeats=2 \
+step flux 100 "$PY" -m rasfw.app.bench preset=gpu_flux 'executions=[eager]' 'ratios=[0.5,0.125]' repeats=2 \
     backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/flux"
 
-step wan 150 "$PY" -m rasfw.bench preset=gpu_wan 'executions=[eager]' 'ratios=[0.5,0.25,0.125]' repeats=1 \
+step wan 150 "$PY" -m rasfw.app.bench preset=gpu_wan 'executions=[eager]' 'ratios=[0.5,0.25,0.125]' repeats=1 \
     steps=10 warmup=2 'resets=[6]' backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/wan"
 
-step sd3_compile 600 "$PY" -m rasfw.bench preset=gpu 'executions=[compile]' 'ratios=[0.25]' repeats=2 \
+step sd3_compile 600 "$PY" -m rasfw.app.bench preset=gpu 'executions=[compile]' 'ratios=[0.25]' repeats=2 \
     backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/sd3_compile"
 
 echo "== total $(($(date +%s) - START))s"

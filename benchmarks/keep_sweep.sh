@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Keeps a sweep's raw outputs in a benchmarks folder: its results.csv/md and plots with their data, and every job's
-# summary.json and eval_features.npz (what `python -m rasfw.stats <job> <job>` needs to compare two jobs).
+# summary.json and eval_features.npz (what `python -m rasfw.app.stats <job> <job>` needs to compare two jobs).
 # Usage: bash benchmarks/keep_sweep.sh <sweep folder> <keep folder>   (the keep folder is replaced)
 set -euo pipefail
 sweep=$1

@@ -75,6 +75,7 @@ def registered_name(node: DictConfig | dict[str, Any], kind: str, setting: str) 
         ValueError: a missing or unregistered `_target_`, or an instantiation key anywhere else.
     """
     cls, _, data = _registered(node, kind, setting)
+    _check_keys(cls, data, setting)
     return REGISTRY.name_of(kind, cls), data
 
 

@@ -24,8 +24,6 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rasfw._deprecation import deprecated
-
 ENTRY_POINT_GROUP = "rasfw.plugins"
 CONFIG_PATH = "pkg://rasfw.conf"
 """rasfw's own config folder, as a Hydra search path."""
@@ -59,19 +57,12 @@ KINDS: dict[str, Kind] = {
     "sampler": Kind("rasfw.sampler:RegionAdaptiveSampler", lazy="rasfw.sampler"),
     "runner": Kind("rasfw.pipelines.runners:PipelineRunner", lazy="rasfw.pipelines.runners_diffusers"),
     "cache": Kind("rasfw.caches:StepCache", lazy="rasfw.caches"),
-    "callback": Kind("hydra.experimental.callback:Callback", lazy="rasfw.app.report"),
+    "callback": Kind("hydra.experimental.callback:Callback", lazy="rasfw.app.callbacks"),
 }
 """Every kind the registry knows: the one list of kinds (the CLI's groups and the checks derive from it)."""
 
 STRATEGY_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.strategy)
 """The sampler's strategy kinds, in the order the sampler takes them: metric, ratio, starvation, reset, fill."""
-
-MOVED_MODULES = {
-    "rasfw.runners": "rasfw.pipelines.runners",
-    "rasfw.runners_diffusers": "rasfw.pipelines.runners_diffusers",
-    "rasfw.report": "rasfw.app.report",
-}
-"""Modules that moved, old path -> new: a `_target_` under an old path still names its class (with a notice)."""
 
 T = TypeVar("T")
 
@@ -156,11 +147,6 @@ class Registry:
         for _, cls in self.items(kind):
             if target == _qualname(cls):
                 return cls
-        moved = _moved(target)
-        for _, cls in self.items(kind) if moved else ():
-            if moved == _qualname(cls):
-                deprecated(f"{setting}: {target}", moved)
-                return cls
         known = ", ".join(sorted(_qualname(cls) for _, cls in self.items(kind))) or "none"
         raise ValueError(f"{setting}: {target!r} is not a registered {kind} class; registered: {known}")
 
@@ -201,12 +187,6 @@ class Registry:
         if kind not in self._tables:
             raise ValueError(f"unknown strategy kind '{kind}'; available: {', '.join(self._tables)}")
         return self._tables[kind]
-
-
-def _moved(target: Any) -> str | None:
-    """`target` under its module's new path if the module moved (`MOVED_MODULES`), else None."""
-    module, _, name = target.rpartition(".") if isinstance(target, str) else ("", "", "")
-    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else None
 
 
 def _qualname(cls: type) -> str:

@@ -5,7 +5,7 @@
 # One torch thread per process (OMP_NUM_THREADS=1): on a shared CPU two threads made the same run 6-12x
 # slower and its time erratic.
 # The raw outputs kept here are each sweep's results.csv/md, its plots with their data, and every job's summary.json
-# and eval_features.npz (what `python -m rasfw.stats <job> <job>` needs to compare two jobs).
+# and eval_features.npz (what `python -m rasfw.app.stats <job> <job>` needs to compare two jobs).
 # Usage: bash benchmarks/experiments/run.sh [experiment ...]   (from the repository root)
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -1,7 +1,7 @@
 """Can a testbed tell strategies apart? The paired comparisons of `low_step` and `pareto` sweeps, as tables.
 
 For each comparison the paper makes it prints the paired difference `a - b` with its 95 % interval (a bootstrap
-over the same prompts and seeds, `rasfw.stats.compare`) for FD, sFD, alignment and PSNR and SSIM against the
+over the same prompts and seeds, `rasfw.app.stats.compare`) for FD, sFD, alignment and PSNR and SSIM against the
 28-step dense image, and marks with `*` each difference the interval decides (excludes 0). `low_step`: RAS
 against dense sampling at the step count of equal FLOPs, and each Table 4 ablation against RAS with every
 component (`ras_10_025`). `pareto` (28 steps): RAS, with either fill, against dense at the step count of equal
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from rasfw.stats import compare
+from rasfw.app.stats import compare
 
 METRICS = (("fd", "FD"), ("sfd", "sFD"), ("alignment_accuracy", "alignment"), ("psnr_vs_dense", "PSNR"), ("ssim_vs_dense", "SSIM"))
 PAIRS = {  # experiment -> (a, b) pairs

@@ -1,4 +1,4 @@
-"""`python -m rasfw.bench`: how much of the FLOP saving of RAS turns into wall-clock time, per execution mode.
+"""`python -m rasfw.app.bench`: how much of the FLOP saving of RAS turns into wall-clock time, per execution mode.
 
 A synthetic pipeline (`rasfw.app.synthetic`: `SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`, the
 architecture of a real model with random weights and fixed random text embeddings; speed does not depend on the weights) runs
@@ -418,7 +418,7 @@ def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m rasfw.bench [overrides]`: measure, write `bench.json` and `bench.md`, print the table.
+    """`python -m rasfw.app.bench [overrides]`: measure, write `bench.json` and `bench.md`, print the table.
 
     Args:
         argv: the command line's arguments (default `sys.argv[1:]`).

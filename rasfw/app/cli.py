@@ -18,7 +18,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rasfw import _compat
-from rasfw._deprecation import renamed_overrides
 from rasfw.app import job
 from rasfw.app.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, fail, show
 from rasfw.app.files import run_lock
@@ -50,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Example: `main(["ratio.value=0.25", "prompts=[a red circle]"])` writes the run into `outputs/<date>/<time>/`.
     """
-    args = renamed_overrides(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     if not any(a.lower() in ("verbose=true", "verbose=1") for a in args):
         _quiet_libraries()
     try:

@@ -44,11 +44,11 @@ def render_help(groups: Sequence[str], settings: Mapping[str, str], defaults: Ma
 
 def render_app_help(command: str, description: str, groups: Sequence[str], settings: Mapping[str, str],
                     defaults: Mapping[str, Any]) -> str:  # fmt: skip
-    """The help text of a command with a config of its own (`python -m rasfw.bench`): only the groups its
+    """The help text of a command with a config of its own (`python -m rasfw.app.bench`): only the groups its
     config's defaults list names, and its own keys.
 
     Args:
-        command: how it is run, e.g. "python -m rasfw.bench".
+        command: how it is run, e.g. "python -m rasfw.app.bench".
         description: one line saying what it does.
         groups: the config groups its config uses.
         settings: its top-level keys and what each means.

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw._deprecation import renamed_setting
 from rasfw.app.console import show
 from rasfw.app.files import written
 from rasfw.flops import count_flops
@@ -52,7 +51,7 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     testbed = get_testbed(name, "model.testbed").module()
     prompt_set = testbed.prompt_set
     keys = ("prompts", "prompt_seed", "batch", "baseline_store", "baseline_steps")
-    ev = _section(cfg, "eval", keys, renamed={"baseline_cache": "baseline_store"})
+    ev = _section(cfg, "eval", keys)
     timing = _section(cfg, "timing", ("repeats", "warmup"))
     count = ev.get("prompts")
     if count is not None:
@@ -86,21 +85,17 @@ def check_job_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _section(cfg: DictConfig, name: str, keys: tuple[str, ...], renamed: dict[str, str] | None = None) -> dict[str, Any]:
-    """The `name` node's settings as plain data, each old key of `renamed` (old -> new) moved to its new one."""
+def _section(cfg: DictConfig, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The `name` node's settings as plain data (every key one of `keys`)."""
     node = cfg.get(name)
     if node is None:
         return {}
     if not OmegaConf.is_dict(node):
         raise ValueError(f"{name} must be a mapping with the keys {', '.join(keys)}; got {node!r}")
-    renamed = renamed or {}
-    unknown = [k for k in node if k not in keys and k not in renamed]
+    unknown = [k for k in node if k not in keys]
     if unknown:
         raise ValueError(f"{name}.{unknown[0]}: unknown setting; the {name} settings are {', '.join(keys)}")
-    data = OmegaConf.to_container(node, resolve=True)
-    for old, new in renamed.items():
-        renamed_setting(data, old, new, name)
-    return data
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def resolved_settings(cfg: DictConfig, choices: dict[str, str], groups: tuple[str, ...]) -> dict[str, Any]:

@@ -244,7 +244,7 @@ def _check_log_file(filename: str, setting: str) -> None:
 
 
 def check_app_logging(config_name: str, args: list[str]) -> None:
-    """`check_logging` for a table app (`python -m rasfw.bench`): its config composed with the command line's
+    """`check_logging` for a table app (`python -m rasfw.app.bench`): its config composed with the command line's
     overrides, sweeps left out; a composition error is left to Hydra, which reports it as before."""
     from hydra import compose, initialize_config_module
 

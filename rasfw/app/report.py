@@ -1,7 +1,7 @@
 """Tables and plots of a sweep: `results.csv`, `results.md` and PNGs (each with its data as CSV beside it).
 
-Written by the Hydra callback `ResultsCallback` at the end of every `python -m rasfw -m ...` multirun, and
-rebuilt later, or from a sweep that ran elsewhere, with `python -m rasfw.report <sweep folder>`.
+Written by the Hydra callback `rasfw.app.callbacks.ResultsCallback` at the end of every `python -m rasfw -m ...` multirun, and
+rebuilt later, or from a sweep that ran elsewhere, with `python -m rasfw.app.report <sweep folder>`.
 
 Rows are the sweep's jobs (each job folder's `summary.json`); columns are the swept keys (the overrides
 whose values differ between jobs) and the metrics. Plots: quality against FLOP ratio and against measured
@@ -20,11 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
 from rasfw.app import stats
-from rasfw.registry import register
 from rasfw.strategies._checks import first_line
 
 METRICS = (
@@ -42,17 +38,6 @@ QUALITY = (
     ("fd", "FD (lower is better)"),
     ("psnr_vs_dense", "PSNR vs dense, dB (higher is better)"),
 )
-
-
-@register("callback", "results")
-class ResultsCallback(Callback):
-    """Hydra callback: after the last job of a multirun, write the sweep's results (see `write_report`)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(config.hydra.sweep.dir)
-        written = write_report(folder)
-        if written:
-            print(f"wrote {folder / 'results.csv'}, results.md and {len(written) - 2} plot files", flush=True)
 
 
 def collect(folder: Path) -> list[dict[str, Any]]:
@@ -477,10 +462,10 @@ def plot_ablation(folder: Path, table: list[dict[str, Any]], swept: list[str], t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rasfw.report <sweep folder> [...]`: rebuild the results of each sweep folder."""
+    """`python -m rasfw.app.report <sweep folder> [...]`: rebuild the results of each sweep folder."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or any(a in ("-h", "--help") for a in args):
-        print("usage: python -m rasfw.report <sweep folder> [<sweep folder> ...]")
+        print("usage: python -m rasfw.app.report <sweep folder> [<sweep folder> ...]")
         return 0 if args else 2
     for arg in args:
         folder = Path(arg)

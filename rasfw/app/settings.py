@@ -7,9 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw._deprecation import deprecated
 from rasfw.app import job
-from rasfw.build import build, plain, registered_name, reject_nested_targets
+from rasfw.build import build, plain, registered_name
 from rasfw.pipelines.runners import PipelineRunner
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.sampler import RegionAdaptiveSampler
@@ -74,24 +73,10 @@ def backend_name(node: DictConfig) -> str:
 def execution_option(node: DictConfig) -> tuple[str, dict[str, Any]]:
     """The execution mode an `execution` option's `_target_` names, and the executor's settings from the option.
 
-    An option that picks the mode by its old key `name` (`name: compile`) still works, with a one-line notice;
-    its `name` wins over the `_target_` that composition brought from the default option.
-
     Args:
         node: the `execution` group's option.
     """
-    data = plain(node, "execution")
-    name = data.pop("name", None)
-    if name is None:
-        return registered_name(data, "execution", "execution")
-    deprecated("execution.name", "execution._target_ (or pick the option: execution=<name>)")
-    data.pop("_target_", None)
-    try:
-        REGISTRY.get("execution", str(name))
-    except ValueError as exc:
-        raise UsageError(f"execution: {exc}") from None
-    reject_nested_targets(data, "execution")
-    return str(name), data
+    return registered_name(plain(node, "execution"), "execution", "execution")
 
 
 def build_method(cfg: DictConfig, settings: dict[str, Any]) -> tuple[RegionAdaptiveSampler, Any]:

@@ -12,7 +12,7 @@ prompts go into both rows' statistics and their difference is taken; they are di
 the 95 % interval of that difference excludes 0. Each job records its CIs (`ci`) and its comparison with the
 dense baseline it was evaluated beside (`vs_dense`) in its summary; `compare(job_a, job_b)` compares any two.
 
-`python -m rasfw.stats <job folder> <job folder>` prints the comparison of two jobs.
+`python -m rasfw.app.stats <job folder> <job folder>` prints the comparison of two jobs.
 """
 
 from __future__ import annotations
@@ -410,10 +410,10 @@ def legend() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rasfw.stats <job folder> <job folder>`: print whether the two jobs differ, per metric."""
+    """`python -m rasfw.app.stats <job folder> <job folder>`: print whether the two jobs differ, per metric."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or any(a in ("-h", "--help") for a in args):
-        print("usage: python -m rasfw.stats <job folder> <job folder>")
+        print("usage: python -m rasfw.app.stats <job folder> <job folder>")
         return 0 if args and args[0] in ("-h", "--help") else 2
     try:
         result = compare(*args)

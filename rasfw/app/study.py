@@ -1,4 +1,4 @@
-"""`python -m rasfw.study [overrides]`: the quality study on the embedded model, a config-driven experiment.
+"""`python -m rasfw.app.study [overrides]`: the quality study on the embedded model, a config-driven experiment.
 
 A thin alias of `python -m rasfw -m +experiment=study [overrides]`. `conf/experiment/study.yaml` sweeps RAS at
 each ratio with h = 1, 0.3 and 0 and dense sampling with fewer steps at each ratio's FLOPs, on the fixed
@@ -10,7 +10,7 @@ The alias adds the study's own table, `study.md` in the sweep folder, printed at
 baseline first, then one row per job: FLOP ratio, alignment in all and per attribute, FD and spatial FD,
 PSNR and SSIM against dense, and where RAS's updates fell; with each job's 95 % intervals over the prompts
 (`rasfw.app.stats`) where it recorded them, and `≈` where a row is not distinguishable from dense.
-`python -m rasfw.study --table <sweep folder>` rebuilds it from the jobs' `summary.json`.
+`python -m rasfw.app.study --table <sweep folder>` rebuilds it from the jobs' `summary.json`.
 """
 
 from __future__ import annotations
@@ -127,11 +127,11 @@ def _value(args: Sequence[str], key: str) -> str | None:
     return found[-1] if found else None
 
 
-USAGE = """python -m rasfw.study: the quality study on the embedded model, a config-driven experiment.
+USAGE = """python -m rasfw.app.study: the quality study on the embedded model, a config-driven experiment.
 
-usage: python -m rasfw.study [+experiment=<name>] [overrides]   (= python -m rasfw -m +experiment=study [overrides],
+usage: python -m rasfw.app.study [+experiment=<name>] [overrides]   (= python -m rasfw -m +experiment=study [overrides],
                                                                  then study.md in the sweep folder)
-       python -m rasfw.study --table <sweep folder>             (rebuild study.md from the jobs' summary.json)
+       python -m rasfw.app.study --table <sweep folder>             (rebuild study.md from the jobs' summary.json)
 
 The experiment is `study` unless +experiment=<name> names another (e.g. study_kv_dtype); the sweep goes to
 multirun/<experiment>/<date>_<time>/ unless hydra.sweep.dir=... names a folder. Every group and setting of
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _print_table(args: list[str]) -> None:
     """`--table <sweep folder>`: write the folder's `study.md` and print it."""
     if len(args) != 2 or not Path(args[1]).is_dir():
-        fail(ValueError("usage: python -m rasfw.study --table <sweep folder>"))
+        fail(ValueError("usage: python -m rasfw.app.study --table <sweep folder>"))
     try:
         print(write_table(Path(args[1])).read_text(), end="")
     except ValueError as exc:

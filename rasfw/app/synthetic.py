@@ -1,4 +1,4 @@
-"""Synthetic pipelines for the benchmark (`python -m rasfw.bench`): the transformer of a real model family
+"""Synthetic pipelines for the benchmark (`python -m rasfw.app.bench`): the transformer of a real model family
 with random weights, its scheduler, and fixed random latents and text embeddings, in the denoising loop of
 the family's diffusers pipeline. Speed does not depend on the weights, so these time what the real models
 would, without downloading them.

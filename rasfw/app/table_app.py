@@ -1,4 +1,4 @@
-"""A Hydra app that measures something and reports a table (`python -m rasfw.bench`): its own config in
+"""A Hydra app that measures something and reports a table (`python -m rasfw.app.bench`): its own config in
 `conf/<name>.yaml`, its own `--help`, and a log in its output folder that holds what the console showed."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rasfw._deprecation import renamed_overrides
 from rasfw.app.console import fail, show
 
 
@@ -36,7 +35,7 @@ def table_app(config_name: str, compute: Callable[[DictConfig], dict], render: C
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    args = renamed_overrides(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(app_help(config_name, description))
         return

@@ -25,7 +25,7 @@ class Testbed:
     """One embedded testbed.
 
     Attributes:
-        name: its name (`data=` of the training script, `testbed` of `rasfw.runners.MiniRunner`).
+        name: its name (`data=` of the training script, `testbed` of `rasfw.pipelines.runners.MiniRunner`).
         data: the module that draws its images and prompts (`ATTRIBUTES`, `IMAGE_SIZE`, `render`,
             `sample_batch`, `parse_prompt`, `prompt_set`, `vocabulary_words`).
         weights: the shipped model weights.

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from rasfw._compat import compile_backend, compile_backends, inductor_modes, recompile_limit
-from rasfw._deprecation import deprecated
 from rasfw.execution.base import Executor
 from rasfw.registry import register
 
@@ -29,7 +28,6 @@ class CompiledExecution(Executor):
         recompile_limit: graphs allowed per transformer forward, all attachments in the process together (one per
             distinct call shape and setting); a schedule with many active counts (a linear ramp) needs more than
             torch's default of 8.
-        backend: the old name of `compile_backend` (a one-line notice says so).
     """
 
     name = "compile"
@@ -39,12 +37,8 @@ class CompiledExecution(Executor):
         compile_backend: str = "inductor",
         mode: str | None = None,
         recompile_limit: int = 64,
-        backend: str | None = None,
     ) -> None:
         super().__init__()
-        if backend is not None:  # the old name: `backend` is the token backend (`backend=torch|triton`)
-            deprecated("execution.backend", "execution.compile_backend")
-            compile_backend = backend
         if not isinstance(compile_backend, str) or not compile_backend:
             raise ValueError(f"execution.compile_backend must be a torch.compile backend name; got {compile_backend!r}")
         if mode is not None:

@@ -60,15 +60,6 @@ def test_execution_options_name_registered_executors_by_target():
         assert mode == name and "_target_" not in settings
 
 
-def test_the_old_execution_name_key_still_works_with_a_notice(capsys, monkeypatch):
-    monkeypatch.setattr("rasfw._deprecation._SHOWN", set())  # notices show once per process
-    mode, settings = execution_option(OmegaConf.create({"name": "compile", "backend": "aot_eager"}))
-    assert (mode, settings) == ("compile", {"backend": "aot_eager"})
-    assert "deprecated: execution.name is now execution._target_" in capsys.readouterr().err
-    # composed over the default option: the old key wins over the default's _target_
-    assert execution_option(composed("+execution.name=compile").execution) == ("compile", {})
-
-
 @pytest.mark.parametrize("name", options("experiment"))
 def test_experiments_compose(name):
     cfg = composed(f"+experiment={name}")

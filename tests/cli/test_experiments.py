@@ -93,13 +93,11 @@ def test_the_summary_records_per_prompt_values_features_and_intervals(tmp_path):
     assert stats.annotate(s, sample.features)["ci"] == s["ci"]  # recomputed from the files: the same
 
 
-def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("rasfw._deprecation._SHOWN", set())  # notices show once per process
+def test_the_dense_baseline_is_computed_once_and_read_from_the_store(tmp_path):
     store = tmp_path / "baselines"
     first = run(tmp_path, "a", f"eval.baseline_store={store}", "timing.repeats=0")
     assert first["dense_baseline"].startswith("computed, stored as ") and len(list(store.glob("*.safetensors"))) == 1
-    second = run(tmp_path, "b", f"eval.baseline_cache={store}", "metric=random", "timing.repeats=0")  # the old key
-    assert "deprecated: eval.baseline_cache is now eval.baseline_store" in capsys.readouterr().err
+    second = run(tmp_path, "b", f"eval.baseline_store={store}", "metric=random", "timing.repeats=0")
     assert second["dense_baseline"].startswith("read from the store, ")
     assert second["dense_flops"] == first["dense_flops"] and second["dense_fd"] == first["dense_fd"]
     other = run(tmp_path, "c", f"eval.baseline_store={store}", "guidance=3.0", "timing.repeats=0")  # another key

@@ -13,16 +13,16 @@ from rasfw.app.study import main as study
 def test_study_help_shows_its_usage_and_the_main_commands_settings(capsys):
     study(["--help"])  # returns: exit code 0, no sweep started
     text = capsys.readouterr().out
-    assert text.startswith("python -m rasfw.study: ") and "usage: python -m rasfw.study [+experiment=<name>]" in text
-    assert "python -m rasfw.study --table <sweep folder>" in text
+    assert text.startswith("python -m rasfw.app.study: ") and "usage: python -m rasfw.app.study [+experiment=<name>]" in text
+    assert "python -m rasfw.app.study --table <sweep folder>" in text
     assert "ratio.value=0.5  share of tokens updated at a RAS step" in text  # the main command's groups apply
 
 
 def test_study_help_exits_0_from_the_command_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rasfw.study", "--help"], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-m", "rasfw.app.study", "--help"], capture_output=True, text=True, timeout=300,
                             cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "usage: python -m rasfw.study" in result.stdout and not list(tmp_path.iterdir())  # nothing run
+    assert "usage: python -m rasfw.app.study" in result.stdout and not list(tmp_path.iterdir())  # nothing run
 
 
 def test_bench_help_lists_only_the_groups_the_bench_uses_and_explains_its_keys(capsys):

@@ -52,3 +52,18 @@ def test_unpacked_wheel_runs_the_cli_from_another_folder(wheel, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_the_installed_scripts_run_the_commands_and_return_their_exit_codes(tmp_path):
+    """`rasfw`, `rasfw-bench`, `rasfw-study`, `rasfw-report` and `rasfw-stats`, from the installed entry points."""
+    from importlib import metadata
+
+    scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts") if ep.dist.name == "rasfw"}
+    assert set(scripts) == {"rasfw", "rasfw-bench", "rasfw-study", "rasfw-report", "rasfw-stats"}
+    for name, ep in scripts.items():
+        assert ep.value == f"rasfw.app.{name.removeprefix('rasfw-') if name != 'rasfw' else 'cli'}:main"
+    bin_dir = Path(sys.executable).parent
+    missing = subprocess.run([bin_dir / "rasfw-report", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "no such folder" in missing.stderr
+    usage = subprocess.run([bin_dir / "rasfw-stats", "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "usage:" in usage.stdout

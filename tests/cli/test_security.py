@@ -122,7 +122,7 @@ def test_hydra_callbacks_in_a_shared_yaml_are_refused(files, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: hydra.callbacks.evil._target_: 'pathlib.Path.touch' is not a registered callback class; registered: "
-        "rasfw.app.report.ResultsCallback (Hydra callbacks run code: only registered callback classes are allowed)"
+        "rasfw.app.callbacks.ResultsCallback (Hydra callbacks run code: only registered callback classes are allowed)"
     )
     assert untouched(files)
 

@@ -99,7 +99,7 @@ def test_weights_transfer_to_a_larger_image_and_vocabulary():
 
 
 def test_the_shipped_patterns_model_runs_from_the_cli_and_is_scored(tmp_path):
-    from rasfw.cli import main
+    from rasfw.app.cli import main
 
     out = tmp_path / "run"
     main([

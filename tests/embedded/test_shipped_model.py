@@ -29,7 +29,7 @@ def test_shipped_model_matches_its_prompts(drawn):
     images, labels, _ = drawn
     acc = attribute_accuracy(images, labels, load_evaluator())
     # Colour and position are learned early and reliably; shape is the hard attribute. The full figures on
-    # 200 prompts are in docs/models/embedded.md (python -m rasfw.study).
+    # 200 prompts are in docs/models/embedded.md (python -m rasfw.app.study).
     assert acc["colour"] >= 0.95 and acc["position"] >= 0.95, acc
     assert acc["size"] >= 0.85, acc
     assert acc["shape"] >= 0.7, acc  # chance is 1/3; 0.92 here, 0.875 on the 200-prompt set

@@ -1,4 +1,4 @@
-"""`python -m rasfw.study` is the `study` experiment plus the study's table (figures are not asserted)."""
+"""`python -m rasfw.app.study` is the `study` experiment plus the study's table (figures are not asserted)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The layering of docs/design.md holds: the core, the pipelines and the embedded model never import the
-applications in `rasfw.app` (only `rasfw/__main__.py` and the thin modules at the applications' old paths do)."""
+applications in `rasfw.app` (only `rasfw/__main__.py`, `python -m rasfw`, does)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import rasfw
 
 ROOT = Path(rasfw.__file__).parent
-# `python -m rasfw` and the old paths of moved applications: they exist to hand on to rasfw.app
-ENTRY_POINTS = {"__main__.py", "cli.py", "bench.py", "study.py", "report.py", "stats.py"}
+ENTRY_POINTS = {"__main__.py"}  # `python -m rasfw`: it exists to hand on to rasfw.app
 
 
 def imported_modules(source: str, package: tuple[str, ...]) -> set[str]:

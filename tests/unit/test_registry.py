@@ -63,35 +63,3 @@ def test_builtins_are_registered():
     assert isinstance(REGISTRY.build("metric", "std_noise").score(torch.zeros(1, 4, 4, 3), None), torch.Tensor)
 
 
-@pytest.mark.parametrize(
-    ("kind", "old", "new"),
-    [
-        ("runner", "rasfw.runners.MiniRunner", "rasfw.pipelines.runners.MiniRunner"),
-        ("runner", "rasfw.runners_diffusers.TinySD3Runner", "rasfw.pipelines.runners_diffusers.TinySD3Runner"),
-        ("callback", "rasfw.report.ResultsCallback", "rasfw.app.report.ResultsCallback"),
-    ],
-)
-def test_a_target_under_a_moved_module_still_finds_its_class_with_a_notice(kind, old, new, capsys, monkeypatch):
-    monkeypatch.setattr("rasfw._deprecation._SHOWN", set())  # notices show once per process
-    cls = REGISTRY.by_target(kind, old)
-    assert f"{cls.__module__}.{cls.__qualname__}" == new
-    assert f"deprecated: {kind}._target_: {old} is now {new}" in capsys.readouterr().err
-
-
-def test_the_old_module_paths_reexport_the_moved_modules():
-    import rasfw.bench
-    import rasfw.cli
-    import rasfw.loop
-    import rasfw.report
-    import rasfw.runners
-    import rasfw.runners_diffusers
-    import rasfw.stats
-    import rasfw.study
-    from rasfw.app import bench, cli, report, stats, study
-    from rasfw.pipelines import loop, runners, runners_diffusers
-
-    assert rasfw.runners.MiniRunner is runners.MiniRunner and rasfw.loop.sd3_denoise is loop.sd3_denoise
-    assert rasfw.runners_diffusers.SD3Runner is runners_diffusers.SD3Runner and rasfw.cli.main is cli.main
-    assert rasfw.report.ResultsCallback is report.ResultsCallback and rasfw.stats.compare is stats.compare
-    for old, new in ((rasfw.bench, bench), (rasfw.study, study), (rasfw.report, report), (rasfw.stats, stats)):
-        assert old.main is new.main  # `python -m rasfw.<name>` runs it

@@ -202,6 +202,7 @@ def test_the_study_table_shows_the_intervals():
         ('{"sampler": "ras"}', b"not an npz", "eval_features.npz: not a readable evaluator-features file"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:'rasfw.app.*' found in sys.modules:RuntimeWarning")  # runpy, in-process only
 def test_bad_job_files_are_one_line_naming_the_file_with_exit_code_2(summary, features, fragment, tmp_path, capsys):
     """Both commands, through their modules as run with `python -m` (the exit code is the process's)."""
     import runpy
@@ -220,8 +221,8 @@ def test_bad_job_files_are_one_line_naming_the_file_with_exit_code_2(summary, fe
         assert report.main([str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and fragment in err and "\n" not in err, err
-    for module, args in (("rasfw.stats", [str(tmp_path / "a"), str(tmp_path / "b")]), ("rasfw.report", [str(tmp_path)])):
-        if module == "rasfw.report" and features is not None:
+    for module, args in (("rasfw.app.stats", [str(tmp_path / "a"), str(tmp_path / "b")]), ("rasfw.app.report", [str(tmp_path)])):
+        if module == "rasfw.app.report" and features is not None:
             continue
         import sys
 
