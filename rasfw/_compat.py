@@ -41,14 +41,68 @@ def diffusers_hook_state() -> tuple[type, type]:
     return BaseState, StateManager
 
 
+def hook_registry(module: Any) -> Any:
+    """The diffusers `HookRegistry` on `module` (its private `_diffusers_hook` attribute), or None where it has none."""
+    return getattr(module, "_diffusers_hook", None)
+
+
+def hook_order(module: Any) -> list[str]:
+    """The names of the diffusers hooks on `module`, outermost last (the registry's private `_hook_order`)."""
+    return list(getattr(hook_registry(module), "_hook_order", []))
+
+
+def drop_hook_registry(module: Any) -> None:
+    """Delete the (empty) diffusers `HookRegistry` of `module`, so it is as before any hook was registered."""
+    vars(module).pop("_diffusers_hook", None)
+
+
+def is_stateful(hook: Any) -> bool:
+    """Whether a diffusers hook keeps state across calls (its private `_is_stateful` flag; diffusers resets such
+    hooks after each call and hands them the cache context)."""
+    return bool(getattr(hook, "_is_stateful", False))
+
+
+def hooks_changed(module: Any) -> None:
+    """Hooks were added or removed below `module`: diffusers' `cache_context` must find them anew (newer releases
+    cache which submodules carry hooks, `invalidate_child_registries_cache`; older ones do not)."""
+    invalidate = getattr(hook_registry(module), "invalidate_child_registries_cache", None)
+    if invalidate is not None:
+        invalidate()
+
+
+def reset_stateful_hooks(model: Any) -> None:
+    """Reset every stateful diffusers hook of `model`, as diffusers' pipelines do after each call (the private
+    `CacheMixin._reset_stateful_cache`); nothing for a model without it."""
+    reset = getattr(model, "_reset_stateful_cache", None)
+    if reset is not None:
+        reset()
+
+
+def remove_hook_relinking(registry: Any, name: str) -> None:
+    """`registry.remove_hook(name)`, keeping the hook registered after it working.
+
+    diffusers re-links the next hook by pointing its `forward` at the forward before the removed one; for a hook
+    with its own `new_forward` (First Block Cache's head-block hook) that `forward` is the hook's own entry, and its
+    `original_forward` still calls the removed hook: the next hook would silently stop running. Here its entry
+    stays and its `original_forward` gets the forward before the removed hook's (the registry's private
+    `_hook_order` and `_fn_refs`).
+    """
+    order = registry._hook_order
+    index = order.index(name)
+    following = registry._fn_refs[index + 1] if index + 1 < len(order) else None
+    entry = following.forward if following is not None else None
+    registry.remove_hook(name, recurse=False)
+    if following is not None and following.original_forward is not None:
+        following.original_forward, following.forward = following.forward, entry
+
+
 def layerwise_compute_dtype(module: Any) -> Any:
     """The compute dtype of diffusers' layerwise casting on `module` (`enable_layerwise_casting` stores its weights
     in a low-precision dtype and casts them per forward, through a `LayerwiseCastingHook` in the module's private
     `_diffusers_hook` registry), or None where the module has none."""
     from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
 
-    registry = getattr(module, "_diffusers_hook", None)
-    hooks = getattr(registry, "hooks", {}) if registry is not None else {}
+    hooks = getattr(hook_registry(module), "hooks", {})
     return next((h.compute_dtype for h in hooks.values() if isinstance(h, LayerwiseCastingHook)), None)
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rasfw.checks import first_line, nearest_first
 from rasfw.registry import REGISTRY
-from rasfw.strategies._checks import first_line, nearest_first
 
 _INSTANTIATION_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 

@@ -56,7 +56,7 @@ KINDS: dict[str, Kind] = {
     "execution": Kind("rasfw.execution.base:Executor", lazy="rasfw.execution"),
     "sampler": Kind("rasfw.sampler:RegionAdaptiveSampler", lazy="rasfw.sampler"),
     "runner": Kind("rasfw.pipelines.runners:PipelineRunner", lazy="rasfw.pipelines.runners_diffusers"),
-    "cache": Kind("rasfw.caches:StepCache", lazy="rasfw.caches"),
+    "cache": Kind("rasfw.step_caches:StepCache", lazy="rasfw.step_caches"),
     "callback": Kind("hydra.experimental.callback:Callback", lazy="rasfw.app.callbacks"),
 }
 """Every kind the registry knows: the one list of kinds (the CLI's groups and the checks derive from it)."""

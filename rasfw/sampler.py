@@ -8,10 +8,10 @@ import math
 import torch
 
 from rasfw.backends.base import backend_names
+from rasfw.checks import integer, number
 from rasfw.interfaces import InactiveFill, RatioSchedule, RegionMetric, ResetSchedule, StarvationPolicy, TokenGrid
 from rasfw.registry import KINDS, REGISTRY, STRATEGY_KINDS, register
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState
-from rasfw.strategies._checks import integer, number
 from rasfw.strategies.fills import ReuseFill
 from rasfw.strategies.metrics import StdNoise
 from rasfw.strategies.ratios import ConstantRatio
@@ -176,7 +176,7 @@ class RegionAdaptiveSampler:
 
     def same_tokens(self, skips: list[int], step: int) -> bool:
         """Whether `step` computes the same tokens as the step before and fills no cache: both dense, and
-        `step` is no capture step. A step cache beside RAS (`rasfw.caches`) may only carry its state across
+        `step` is no capture step. A step cache beside RAS (`rasfw.step_caches`) may only carry its state across
         such steps; at any other it must run every block."""
         if not 0 < step < len(skips):
             return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rasfw.strategies._checks import integer
+from rasfw.checks import integer
 
 __all__ = ["check_image_size"]
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers.hooks import ModelHook
 
+from rasfw._compat import hook_order
 from rasfw.adapters._attention import compute_dtype
 from rasfw.adapters.hooks import HOOK_NAME, GatherHook, Hooked, ScatterHook, attach_hook, check_unwrappable, detach_hook
 from rasfw.backends.base import TokenBackend
@@ -105,7 +106,7 @@ class ProjectionCacheAdapter(ModelAdapter):
         self.follow_processors()
         for attribute, (hook, hooked) in list(self._boundaries.items()):
             current = model.get_submodule(attribute)
-            order = getattr(getattr(current, "_diffusers_hook", None), "_hook_order", [])
+            order = hook_order(current)
             if current is hooked.module and order[-1:] == [HOOK_NAME]:
                 continue
             detach_hook(hooked)

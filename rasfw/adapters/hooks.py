@@ -10,7 +10,7 @@ attached and removed exactly.
 `attach_hook` / `detach_hook` register one and restore the module exactly. A model family's own hooks (rotary
 positions, a first block that gathers) live in its adapter module and use the same two functions. Nothing here
 holds per-call state: every buffer lives in the `RegionState`, and each hook reads the call's `ForwardPlan`.
-`rasfw.hooks` (`apply_ras` / `remove_ras`) attaches them through the model's adapter.
+`rasfw.attach` (`apply_ras` / `remove_ras`) attaches them through the model's adapter.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from rasfw._compat import diffusers_hook_state
+from rasfw._compat import diffusers_hook_state, drop_hook_registry, hook_order, hook_registry, remove_hook_relinking
 from rasfw.backends.base import TokenBackend
-from rasfw.caches import followed_step_caches
 from rasfw.execution.base import Executor, call_key
 from rasfw.interfaces import ModelAdapter
 from rasfw.state import DEFAULT_CONTEXT, ForwardPlan, RegionState, StaleCacheError
+from rasfw.step_caches import followed_step_caches
 
 if TYPE_CHECKING:
     from rasfw.sampler import RegionAdaptiveSampler
@@ -61,7 +61,7 @@ def attach_hook(module: torch.nn.Module, hook: ModelHook) -> Hooked:
         module: the module to hook.
         hook: the hook; its `pre_forward` / `post_forward` (or `new_forward`) run at every call.
     """
-    hooked = Hooked(module, not hasattr(module, "_diffusers_hook"), vars(module).get("forward", _MISSING))
+    hooked = Hooked(module, hook_registry(module) is None, vars(module).get("forward", _MISSING))
     HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, HOOK_NAME)
     module.forward = hooked.installed = _compile_stable(module.forward)
     return hooked
@@ -72,8 +72,7 @@ def wrapped_after(hooked: Hooked) -> str | None:
     registered later chains to it), "accelerate" (accelerate's `add_hook_to_module`, e.g. model CPU offloading,
     which keeps rasfw's forward in `_old_forward`), or "replaced" (something rasfw cannot unwrap)."""
     module = hooked.module
-    registry = getattr(module, "_diffusers_hook", None)
-    order = getattr(registry, "_hook_order", [])
+    order = hook_order(module)
     if vars(module).get("forward") is hooked.installed or (order and order[-1] != HOOK_NAME):
         return None
     if vars(module).get("_old_forward") is hooked.installed:
@@ -117,34 +116,17 @@ def check_unwrappable(hooked: Hooked, name: str) -> None:
         )
 
 
-def _remove_relinking(registry: HookRegistry) -> None:
-    """`registry.remove_hook(HOOK_NAME)`, keeping the hook registered after rasfw's working.
-
-    diffusers re-links the next hook by pointing its `forward` at the forward before the removed one; for a hook
-    with its own `new_forward` (First Block Cache's head-block hook) that `forward` is the hook's own entry, and its
-    `original_forward` still calls the removed hook: the next hook would silently stop running. Here its entry
-    stays and its `original_forward` gets the forward before rasfw's.
-    """
-    order = registry._hook_order
-    index = order.index(HOOK_NAME)
-    following = registry._fn_refs[index + 1] if index + 1 < len(order) else None
-    entry = following.forward if following is not None else None
-    registry.remove_hook(HOOK_NAME, recurse=False)
-    if following is not None and following.original_forward is not None:
-        following.original_forward, following.forward = following.forward, entry
-
-
 def detach_hook(hooked: Hooked) -> None:
     """Remove rasfw's hook; a module that has no other hook left is as it was before `attach_hook`."""
     module = hooked.module
-    registry = module._diffusers_hook
+    registry = hook_registry(module)
     outer = vars(module).get("forward") if wrapped_after(hooked) == "accelerate" else None
-    _remove_relinking(registry)
+    remove_hook_relinking(registry, HOOK_NAME)
     if outer is not None:  # keep accelerate's wrapper (its hook still runs), around the forward before rasfw's
         module._old_forward = module.forward
         module.forward = outer
         if hooked.created_registry and not registry.hooks:
-            del module._diffusers_hook
+            drop_hook_registry(module)
         return
     if registry.hooks:
         return  # other hooks remain: diffusers has re-linked their chain
@@ -153,7 +135,7 @@ def detach_hook(hooked: Hooked) -> None:
     else:
         module.forward = hooked.forward
     if hooked.created_registry:
-        del module._diffusers_hook
+        drop_hook_registry(module)
 
 
 class _NoState(BaseState):
@@ -184,7 +166,7 @@ class _ContextName(StateManager):
 class TransformerHook(ModelHook):
     """Plans every transformer call (`pre_forward`) and runs it through the executor (`new_forward`)."""
 
-    _is_stateful = True  # so diffusers hands it the cache context of each call
+    _is_stateful = True  # diffusers' flag (`_compat.is_stateful`): it hands such a hook the cache context of each call
 
     def __init__(
         self,
@@ -198,7 +180,7 @@ class TransformerHook(ModelHook):
         self.sampler, self.adapter, self.state, self.executor = sampler, adapter, state, executor
         self.scope = scope  # which of the pipeline's transformers this is
         self.context = _ContextName()
-        self.follow: Callable[[], None] | None = None  # checks of the pipeline before each call (rasfw.hooks)
+        self.follow: Callable[[], None] | None = None  # checks of the pipeline before each call (rasfw.attach)
 
     def context_name(self, args: tuple = (), kwargs: dict[str, Any] | None = None) -> str:
         """The cache context of the call in progress; a second transformer's contexts are its own, and a call
@@ -274,8 +256,7 @@ def skippers(root: torch.nn.Module, name: str) -> str:
             module = root.get_submodule(path)
         except AttributeError:
             break
-        registry = getattr(module, "_diffusers_hook", None)
-        hooks = [h for h in getattr(registry, "hooks", {}) if h != HOOK_NAME]
+        hooks = [h for h in getattr(hook_registry(module), "hooks", {}) if h != HOOK_NAME]
         if getattr(module, "_hf_hook", None) is not None:
             hooks.append(type(module._hf_hook).__name__)
         if hooks:

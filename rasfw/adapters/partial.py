@@ -33,7 +33,7 @@ class PartialForward:
 
     def __init__(self, transformer: torch.nn.Module, inputs: dict[str, Any], backend: TokenBackend | None = None,
                  kv_cache: bool = True) -> None:
-        from rasfw.hooks import find_adapter
+        from rasfw.attach import find_adapter
 
         self.transformer, self.inputs, self.kv_cache = transformer, inputs, kv_cache
         device = inputs["hidden_states"].device

@@ -51,9 +51,9 @@ from rasfw.adapters.partial import PartialForward
 from rasfw.app.console import show
 from rasfw.app.settings import execution_option
 from rasfw.app.synthetic import SyntheticPipeline, build_pipeline  # build_pipeline: still importable from here
+from rasfw.attach import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
-from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
 from rasfw.state import RegionState
 from rasfw.strategies.ratios import ConstantRatio, warmup_steps

@@ -37,8 +37,8 @@ from rasfw.app.settings import (  # noqa: F401, I001
     check_settings,
 )
 from rasfw.app.table_app import table_app  # noqa: F401
+from rasfw.checks import first_line
 from rasfw.registry import REGISTRY
-from rasfw.strategies._checks import first_line
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
-from rasfw.strategies._checks import first_line
+from rasfw.checks import first_line
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # not a usage error: something failed while running

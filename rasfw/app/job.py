@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw.app.console import show
 from rasfw.app.files import written
+from rasfw.checks import first_line, integer
 from rasfw.flops import count_flops
-from rasfw.strategies._checks import first_line, integer
 
 BASELINE_FORMAT = 1  # bump when the cached baseline's contents change
 

@@ -16,8 +16,8 @@ from rasfw import _compat
 from rasfw.app.console import fail
 from rasfw.app.files import refuse_if_held
 from rasfw.app.settings import UsageError, build_method, check_settings
+from rasfw.checks import first_line, nearest_first
 from rasfw.registry import REGISTRY
-from rasfw.strategies._checks import first_line, nearest_first
 
 MAX_CHECKED_JOBS = 512  # sweeps larger than this are checked on their first jobs, the rest job by job
 

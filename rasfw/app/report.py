@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rasfw.app import stats
-from rasfw.strategies._checks import first_line
+from rasfw.checks import first_line
 
 METRICS = (
     "method", "sampler", "cache", "steps", "flops_ratio", "time_ratio", "speedup", "time_s", "dense_time_s",

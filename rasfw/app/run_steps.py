@@ -31,10 +31,10 @@ from rasfw.app.settings import (
     execution_option,
     image_size,
 )
+from rasfw.attach import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.build import build
 from rasfw.compare import psnr, psnr_per_image
 from rasfw.flops import count_flops
-from rasfw.hooks import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.pipelines.runners import PipelineRunner
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
 

@@ -9,10 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from rasfw.app import job
 from rasfw.build import build, plain, registered_name
+from rasfw.checks import integer, number
 from rasfw.pipelines.runners import PipelineRunner
 from rasfw.registry import REGISTRY, STRATEGY_KINDS
 from rasfw.sampler import RegionAdaptiveSampler
-from rasfw.strategies._checks import integer, number
+from rasfw.sizes import check_image_size
 
 STRATEGY_GROUPS = STRATEGY_KINDS  # each strategy kind is a config group of the same name
 
@@ -138,12 +139,10 @@ def image_size(runner: PipelineRunner, settings: dict[str, Any]) -> tuple[int, i
     height = settings["height"] or runner.default_size[0]
     width = settings["width"] or runner.default_size[1]
     multiple = runner.patch_size * runner.latent_scale
-    largest = runner.max_size
-    for name, value in (("height", height), ("width", width)):
-        if largest is not None and value > largest:
-            raise UsageError(f"{name} must be at most {largest} for this model (its position embedding); got {value}")
-        if value % multiple:
-            raise UsageError(f"{name} must be a multiple of {multiple} (patch size x latent scale); got {value}")
+    try:
+        check_image_size(height, width, multiple, runner.max_size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     tokens = (height // multiple) * (width // multiple)
     if tokens > MAX_TOKENS:
         raise UsageError(f"height x width is {height}x{width}: {tokens} tokens; at most {MAX_TOKENS} "

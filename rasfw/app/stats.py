@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rasfw.strategies._checks import first_line
+from rasfw.checks import first_line
 
 CONFIDENCE = 0.95
 SEED = 0

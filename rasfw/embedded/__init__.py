@@ -6,5 +6,5 @@ evaluates exactly.
 - `rasfw.embedded.train`: training (`python -m rasfw.embedded.train`);
 - `rasfw.embedded.eval`: the evaluator (attribute classifier, FD, PSNR, SSIM, alignment).
 
-The library's core (`rasfw.sampler`, `rasfw.hooks`, `rasfw.adapters`, ...) does not import this package.
+The library's core (`rasfw.sampler`, `rasfw.attach`, `rasfw.adapters`, ...) does not import this package.
 """

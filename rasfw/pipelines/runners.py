@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from rasfw.checks import device as check_device
 from rasfw.registry import register
-from rasfw.strategies._checks import device as check_device
 
 
 class PipelineRunner(ABC):

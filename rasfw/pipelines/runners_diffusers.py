@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from rasfw.checks import device as check_device
+from rasfw.checks import first_line
 from rasfw.pipelines.runners import MiniRunner, PipelineRunner  # noqa: F401 - MiniRunner: every runner is registered once this imports
 from rasfw.registry import register
-from rasfw.strategies._checks import device as check_device
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TINY = {
@@ -194,7 +195,7 @@ def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any
             pipe = pipeline_class.from_pretrained(str(folder) if folder.is_dir() else path, torch_dtype=torch_dtype)
     except Exception as exc:  # noqa: BLE001 - diffusers and huggingface_hub raise many kinds; one line for all
         if folder.is_dir():
-            raise ValueError(f"model.path: cannot load '{path}' as a {pipeline_name}: {_first_line(exc)}") from exc
+            raise ValueError(f"model.path: cannot load '{path}' as a {pipeline_name}: {first_line(exc, limit=160)}") from exc
         raise FileNotFoundError(
             f"model.path: cannot load '{path}': no such folder and {_hub_reason(exc)}; "
             f"pass model.path=<local folder>, or try {_TINY.get(pipeline_name, 'a *_tiny model')} offline"
@@ -206,12 +207,6 @@ def _dtype(name: str) -> torch.dtype:
     if name not in _DTYPES:
         raise ValueError(f"model.dtype must be one of {', '.join(_DTYPES)}; got {name!r}")
     return _DTYPES[name]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def _hub_reason(exc: BaseException) -> str:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from rasfw.checks import integer
 from rasfw.interfaces import InactiveFill
 from rasfw.registry import register
-from rasfw.strategies._checks import integer
 
 MAX_ORDER = 2
 """The highest Taylor order built in: each order keeps one more output per token."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+from rasfw.checks import integer, number
 from rasfw.interfaces import RatioSchedule
 from rasfw.registry import register
-from rasfw.strategies._checks import integer, number
 from rasfw.strategies._proportions import default_warmup
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rasfw.checks import integer
 from rasfw.interfaces import ResetSchedule
 from rasfw.registry import register
-from rasfw.strategies._checks import integer
 from rasfw.strategies._proportions import default_resets
 
 

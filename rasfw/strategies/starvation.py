@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from rasfw.checks import number
 from rasfw.interfaces import StarvationPolicy
 from rasfw.registry import register
-from rasfw.strategies._checks import number
 
 
 @register("starvation", "exp")

@@ -41,7 +41,7 @@ def check_model_adapter(
     Raises:
         AssertionError: the adapter breaks the contract; the message says how.
     """
-    from rasfw.hooks import apply_ras, find_adapter, ras_state, remove_ras
+    from rasfw.attach import apply_ras, find_adapter, ras_state, remove_ras
 
     name = adapter_cls.__name__
     _expect(size[0] != size[1], f"size must be non-square to check non-square latents; got {size}")

@@ -304,7 +304,7 @@ def _rank(score: torch.Tensor) -> torch.Tensor:
 
 def _compose(kind: str, strategy: Any, steps: int = 8, warmup: int = 2):
     """Run a tiny two-image generation with `strategy` in the sampler; return the run's `RegionState`."""
-    from rasfw.hooks import apply_ras, remove_ras
+    from rasfw.attach import apply_ras, remove_ras
     from rasfw.sampler import RegionAdaptiveSampler
     from rasfw.strategies.ratios import ConstantRatio
     from rasfw.strategies.resets import FixedReset

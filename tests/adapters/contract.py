@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from rasfw import RegionAdaptiveSampler, apply_ras
 from rasfw.adapters.partial import PartialForward
+from rasfw.attach import find_adapter
 from rasfw.backends import TorchBackend
-from rasfw.hooks import find_adapter
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset
 from rasfw.testing import check_model_adapter

@@ -17,9 +17,9 @@ from tests.compat_cases import (
     Request,
     call,
     exact,
+    pixels,
     quarter,
     relative,
-    pixels,
     sd3,
     sd3_controlnet_inputs,
     sd3_controlnet_model,
@@ -213,7 +213,7 @@ def lora_config(targets):
 
 def plain(pipe, call):
     """`call()` on the pipeline with RAS taken off for the moment (same sampler put back)."""
-    from rasfw.hooks import _attachment
+    from rasfw.attach import _attachment
 
     sampler = _attachment(pipe).sampler
     remove_ras(pipe)

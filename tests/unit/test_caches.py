@@ -7,10 +7,10 @@ import torch
 
 from rasfw import apply_ras, remove_ras
 from rasfw.build import build
-from rasfw.caches import FirstBlockCache, TaylorSeerCache
 from rasfw.embedded.models import load_pipeline
 from rasfw.flops import count_flops
 from rasfw.sampler import DenseSampler, RegionAdaptiveSampler
+from rasfw.step_caches import FirstBlockCache, TaylorSeerCache
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset
 from tests.markers import needs_step_caches
@@ -114,9 +114,9 @@ def test_first_block_cache_needs_three_blocks():
 
 @needs_step_caches
 def test_cache_configs_build_with_diffusers_parameter_names():
-    cache = build({"_target_": "rasfw.caches.TaylorSeerCache", "cache_interval": 4, "max_order": 2}, "cache", "cache")
+    cache = build({"_target_": "rasfw.step_caches.TaylorSeerCache", "cache_interval": 4, "max_order": 2}, "cache", "cache")
     assert cache.params()["cache_interval"] == 4 and cache.params()["max_order"] == 2
-    assert build({"_target_": "rasfw.caches.NoCache"}, "cache", "cache").params() == {}
+    assert build({"_target_": "rasfw.step_caches.NoCache"}, "cache", "cache").params() == {}
     from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 
     for cls, config in ((FirstBlockCache, FirstBlockCacheConfig), (TaylorSeerCache, TaylorSeerCacheConfig)):
@@ -163,7 +163,7 @@ def test_taylorseer_beside_ras_never_extrapolates_across_token_sets(pipe):
     assert torch.equal(both, alone) and flops == ras_flops
     unfollowed = TaylorSeerCache(cache_interval=2, disable_cache_before_step=4)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("rasfw.hooks._forget_step_caches", lambda sampler, state: None)
+        patch.setattr("rasfw.attach._forget_step_caches", lambda sampler, state: None)
         with pytest.raises(RuntimeError, match="must match the size"):
             ras_beside(pipe, unfollowed, ras_sampler())
 

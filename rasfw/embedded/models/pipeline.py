@@ -23,10 +23,11 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from rasfw._compat import reset_stateful_hooks
+from rasfw.checks import first_line
 from rasfw.embedded.models.text import TextEncoder
 from rasfw.pipelines.loop import sd3_denoise
 from rasfw.sizes import check_image_size
-from rasfw.strategies._checks import first_line
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -233,9 +234,7 @@ class MiniPipeline:
                 self.transformer, self.scheduler, latents, ctx, pooled, guidance_scale, progress, step_end
             )
         finally:  # as diffusers' pipelines do after each call (maybe_free_model_hooks): a step cache starts afresh
-            reset = getattr(self.transformer, "_reset_stateful_cache", None)
-            if reset is not None:
-                reset()
+            reset_stateful_hooks(self.transformer)
         images = ((latents.float() + 1) / 2).clamp(0, 1)  # (B, 3, H, W): the model works in [-1, 1] pixels
         if output_type == "pil":
             images = VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images))

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from rasfw._compat import hook_registry, hooks_changed, is_stateful
+from rasfw.checks import integer, number
 from rasfw.registry import register
-from rasfw.strategies._checks import integer, number
 
 
 class StepCache:
@@ -59,21 +60,21 @@ class StepCache:
         before = _hook_names(transformer)
         apply(self._target(transformer), config_cls(**self._config_kwargs()))
         self._added = sorted(_hook_names(transformer) - before)
-        _invalidate(transformer)
+        hooks_changed(transformer)
 
     def remove(self, transformer: torch.nn.Module) -> None:
         """Take off the hooks `apply` added; the transformer is as it was before."""
         for module_name, hook_name in self._added:
-            transformer.get_submodule(module_name)._diffusers_hook.remove_hook(hook_name, recurse=False)
+            hook_registry(transformer.get_submodule(module_name)).remove_hook(hook_name, recurse=False)
         self._added = []
-        _invalidate(transformer)
+        hooks_changed(transformer)
 
     def reset(self, transformer: torch.nn.Module) -> None:
         """Forget what the cache's hooks hold (what diffusers' pipelines do after each call)."""
         for module_name, hook_name in self._added:
             module = transformer.get_submodule(module_name)
-            hook = module._diffusers_hook.get_hook(hook_name)
-            if getattr(hook, "_is_stateful", False):
+            hook = hook_registry(module).get_hook(hook_name)
+            if is_stateful(hook):
                 hook.reset_state(module)
 
     def _target(self, transformer: torch.nn.Module) -> torch.nn.Module:
@@ -98,9 +99,8 @@ def followed_step_caches(transformer: torch.nn.Module) -> list[tuple[torch.nn.Mo
     """
     followed = []
     for name, module in transformer.named_modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        for hook_name, hook in getattr(registry, "hooks", {}).items():
-            if hook_name == "rasfw" or not getattr(hook, "_is_stateful", False):
+        for hook_name, hook in getattr(hook_registry(module), "hooks", {}).items():
+            if hook_name == "rasfw" or not is_stateful(hook):
                 continue
             if type(hook).__name__ not in FOLLOWED_HOOKS:
                 raise ValueError(
@@ -116,17 +116,8 @@ def _hook_names(model: torch.nn.Module) -> set[tuple[str, str]]:
     """`(module name, hook name)` of every diffusers hook under `model`."""
     found = set()
     for name, module in model.named_modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        found.update((name, hook) for hook in getattr(registry, "hooks", {}))
+        found.update((name, hook) for hook in getattr(hook_registry(module), "hooks", {}))
     return found
-
-
-def _invalidate(transformer: torch.nn.Module) -> None:
-    """Hooks were added or removed below `transformer`: diffusers' `cache_context` must find them anew."""
-    registry = getattr(transformer, "_diffusers_hook", None)
-    invalidate = getattr(registry, "invalidate_child_registries_cache", None)
-    if invalidate is not None:
-        invalidate()
 
 
 def _diffusers_api(name: str, config_class: str, apply_function: str) -> tuple[type, Any]:

@@ -1,4 +1,6 @@
-"""One-line validation errors that name the setting and what is allowed."""
+"""One-line validation errors that name the setting and what is allowed, shared by the core, the pipelines and
+the applications: numbers and integers in a range, a device that is there, the first line of an exception,
+the nearest spellings of a misspelt name."""
 
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ def integer(setting: str, value: object, allowed: str, ok) -> int:
     return int(value)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (its type's name if it has none)."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (its type's name if it has none), cut to `limit`
+    characters (ending in "...") when it is longer."""
+    line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 def nearest_first(word: str, choices) -> list[str]:

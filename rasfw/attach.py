@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rasfw._compat import hook_registry, hooks_changed
 from rasfw.backends.base import TokenBackend, resolve_backend
 from rasfw.execution.base import Executor, build_executor
 from rasfw.interfaces import ModelAdapter
@@ -95,7 +96,7 @@ def apply_ras(
         >>> remove_ras(pipe)
     """
     from rasfw.adapters.hooks import HOOK_NAME, TransformerHook, attach_hook, refuse_user_compile
-    from rasfw.caches import followed_step_caches
+    from rasfw.step_caches import followed_step_caches
 
     sampler = sampler if sampler is not None else RegionAdaptiveSampler()
     if not isinstance(sampler, RegionAdaptiveSampler):
@@ -106,7 +107,7 @@ def apply_ras(
     if hasattr(pipe, _ATTR):
         raise ValueError("RAS is already applied to this pipeline; call remove_ras(pipe) first")
     for transformer in transformers.values():
-        registry = getattr(transformer, "_diffusers_hook", None)
+        registry = hook_registry(transformer)
         if registry is not None and registry.get_hook(HOOK_NAME) is not None:
             raise ValueError("RAS is already applied to this transformer (through another pipeline); remove it there first")
     if len({id(t) for t in transformers.values()}) < len(transformers):
@@ -144,7 +145,7 @@ def apply_ras(
             except BaseException:
                 adapter.remove(transformer)
                 raise
-            _invalidate(transformer)
+            hooks_changed(transformer)
             parts.append(_Part(scope, transformer, adapter, executor, hooked, hook))
     except BaseException:  # the second transformer was refused: leave the first as it was
         _detach(parts)
@@ -298,7 +299,7 @@ def _wrap_scheduler(scheduler: Any, attachment: _Attachment, transformer: torch.
 
 def _forget_step_caches(sampler: RegionAdaptiveSampler, state: RegionState) -> None:
     """Before the next step: the step caches beside RAS forget their state unless it computes the same tokens
-    as the step just done and fills no cache (`RegionAdaptiveSampler.same_tokens`; see `rasfw.caches`)."""
+    as the step just done and fills no cache (`RegionAdaptiveSampler.same_tokens`; see `rasfw.step_caches`)."""
     if not state.step_caches or state.skips is None or state.step >= state.num_steps:
         return
     if not sampler.same_tokens(state.skips, state.step):
@@ -353,16 +354,8 @@ def _detach(parts: list[_Part]) -> None:
     for part in parts:
         detach_hook(part.hooked)
         part.adapter.remove(part.transformer)
-        _invalidate(part.transformer)
+        hooks_changed(part.transformer)
         part.executor.release()
-
-
-def _invalidate(transformer: torch.nn.Module) -> None:
-    """Newer diffusers cache which submodules carry hooks (for `cache_context`); tell them ours changed."""
-    registry = getattr(transformer, "_diffusers_hook", None)
-    invalidate = getattr(registry, "invalidate_child_registries_cache", None)
-    if invalidate is not None:
-        invalidate()
 
 
 def ras_state(pipe: Any) -> RegionState:
