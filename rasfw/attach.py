@@ -283,18 +283,39 @@ def _wrap_scheduler(scheduler: Any, attachment: _Attachment, transformer: torch.
         except BaseException:  # an error or Ctrl-C ends the generation: do not hold its caches
             state.release_caches()
             raise
-        state.step += 1
+        try:
+            result = original_step(*args, **kwargs)
+        except BaseException:
+            state.release_caches()
+            raise
+        state.step = scheduler_step(scheduler, state.step + 1)
         _forget_step_caches(sampler, state)
         if state.step >= state.num_steps:
             state.release_caches()  # the generation is over: do not hold the K/V cache until the next one
         for callback in state.step_callbacks:
             callback(state)
-        return original_step(*args, **kwargs)
+        return result
 
     wrappers["step"] = step
     for name, wrapper in wrappers.items():
         wrapper._rasfw = True
         setattr(scheduler, name, wrapper)
+
+
+def scheduler_step(scheduler: Any, counted: int) -> int:
+    """The generation's next step, after `scheduler.step` returned: the scheduler's `step_index` less its
+    `begin_index`, so that RAS's step is the scheduler's (a pipeline that skips steps, or starts inside the
+    timesteps without `set_begin_index`, cannot desynchronise the two); `counted` for a scheduler that keeps no
+    step index.
+
+    Args:
+        scheduler: the pipeline's scheduler.
+        counted: the step counted by calls to `scheduler.step`.
+    """
+    index = getattr(scheduler, "step_index", None)
+    if not isinstance(index, int):
+        return counted
+    return index - int(getattr(scheduler, "begin_index", None) or 0)
 
 
 def _forget_step_caches(sampler: RegionAdaptiveSampler, state: RegionState) -> None:
