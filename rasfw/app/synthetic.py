@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from rasfw.pipelines.loop import denoise
+
 
 @contextmanager
 def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
@@ -72,10 +74,7 @@ class SyntheticPipeline:
     def __call__(self, steps: int, guidance: float | None = None) -> torch.Tensor:
         guidance = self.guidance if guidance is None else guidance
         self.set_timesteps(steps)
-        latents = self.latents.clone()
-        for t in self.scheduler.timesteps:
-            latents = self.scheduler.step(self.model_output(latents, t, guidance), t, latents, return_dict=False)[0]
-        return latents
+        return denoise(self.scheduler, self.latents.clone(), lambda latents, t: self.model_output(latents, t, guidance))
 
     def model_output(self, latents: torch.Tensor, t: torch.Tensor, guidance: float) -> torch.Tensor:
         """The step's model output for the scheduler: one transformer call, CFG applied."""

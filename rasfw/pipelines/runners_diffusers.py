@@ -119,7 +119,7 @@ class SD3Runner(DiffusersRunner):
         device: str = "cuda",
         dtype: str = "float16",
     ) -> None:
-        super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
+        super().__init__(load_diffusers_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
 @register("runner", "lumina_next")
@@ -131,7 +131,7 @@ class LuminaNextRunner(DiffusersRunner):
     def __init__(
         self, path: str = "Alpha-VLLM/Lumina-Next-SFT-diffusers", device: str = "cuda", dtype: str = "bfloat16"
     ) -> None:
-        super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
+        super().__init__(load_diffusers_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
 @register("runner", "flux")
@@ -143,7 +143,7 @@ class FluxRunner(DiffusersRunner):
     def __init__(
         self, path: str = "black-forest-labs/FLUX.1-dev", device: str = "cuda", dtype: str = "bfloat16"
     ) -> None:
-        super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
+        super().__init__(load_diffusers_pipeline(self.pipeline_name, path, device, dtype), path)
 
     @property
     def patch_size(self) -> int:
@@ -168,10 +168,10 @@ class WanRunner(VideoRunner):
         frames: int = 81,
     ) -> None:
         self.frames = _frames(frames)
-        super().__init__(load_pipeline(self.pipeline_name, path, device, dtype), path)
+        super().__init__(load_diffusers_pipeline(self.pipeline_name, path, device, dtype), path)
 
 
-def load_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any:
+def load_diffusers_pipeline(pipeline_name: str, path: str, device: str, dtype: str) -> Any:
     """`diffusers.<pipeline_name>.from_pretrained(path)` on `device` in `dtype`, failing with one clear line.
 
     Raises:
