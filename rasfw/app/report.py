@@ -267,7 +267,7 @@ def _label_offsets() -> list[tuple[float, float]]:
     return [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a))) for r in _LABEL_RINGS for a in _LABEL_ANGLES]
 
 
-def place_labels(ax: Any, annotations: list[Any]) -> None:
+def place_labels(ax: Any, annotations: list[Any], avoid: list[tuple[float, float]] = ()) -> None:
     """Move each of `ax`'s point labels to the nearest spot inside the axes where it overlaps neither an earlier
     label nor a marker; a label moved away from its point keeps a thin line to it. Call after the figure's layout.
 
@@ -276,12 +276,13 @@ def place_labels(ax: Any, annotations: list[Any]) -> None:
     Args:
         ax: the axes the annotations are on.
         annotations: `ax.annotate(...)` results with `textcoords="offset points"` and an `arrow_patch`.
+        avoid: data points of markers that carry no label here, which the labels must not cover either.
     """
     from matplotlib.text import Text
 
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    taken = [_marker_box(ax, a.xy) for a in annotations]
+    taken = [_marker_box(ax, xy) for xy in [*(a.xy for a in annotations), *avoid]]
     if ax.get_legend() is not None:
         taken.append(ax.get_legend().get_window_extent(renderer))
     for ann in annotations:
@@ -312,9 +313,54 @@ def _marker_box(ax: Any, xy: tuple[float, float], size: float = 4.0) -> Any:
     return Bbox.from_extents(x - size, y - size, x + size, y + size)
 
 
+_LOWER_IS_BETTER = frozenset({"fd", "sfd"})
+"""The quality metrics where lower is better (distances, as `QUALITY`'s axis labels say); higher is better for the
+others (accuracy, PSNR, SSIM)."""
+_DOMINATED_ALPHA = 0.3  # how faint a point another point of its method dominates is drawn
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a higher value of quality `metric` is better (`_LOWER_IS_BETTER` names the exceptions).
+
+    Args:
+        metric: a quality column (`alignment_accuracy`, `fd`, `psnr_vs_dense`, ...).
+    """
+    return metric.removeprefix("dense_") not in _LOWER_IS_BETTER
+
+
+def pareto_front(points: list[dict[str, Any]], x: str, metric: str, higher_is_better: bool) -> list[dict[str, Any]]:
+    """The rows of `points` on the Pareto frontier of cost `x` against quality `metric`, cheapest first: those no
+    other row dominates (costs no more, is no worse, and costs less or is better). Rows tied on both values are
+    all kept, as neither dominates the other; rows missing either value are left out.
+
+    Args:
+        points: table rows (compared as given: pass one method's rows for that method's frontier).
+        x: the cost column (`flops_ratio` or `time_ratio`); lower is better.
+        metric: the quality column.
+        higher_is_better: the direction of `metric` (`higher_is_better(metric)`).
+
+    Example:
+        >>> rows = [{"x": 0.2, "q": 0.5}, {"x": 0.3, "q": 0.4}, {"x": 0.5, "q": 0.9}]
+        >>> [r["x"] for r in pareto_front(rows, "x", "q", higher_is_better=True)]
+        [0.2, 0.5]
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    rows = [r for r in points if r.get(x) is not None and r.get(metric) is not None]
+    front = [r for r in rows if not any(_dominates(other, r, x, metric, sign) for other in rows)]
+    return sorted(front, key=lambda r: (r[x], -sign * r[metric]))
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any], x: str, metric: str, sign: float) -> bool:
+    """Whether row `a` dominates row `b`: no costlier, no worse (quality times `sign` is higher-better), not equal."""
+    no_worse = a[x] <= b[x] and sign * a[metric] >= sign * b[metric]
+    return no_worse and (a[x] < b[x] or sign * a[metric] > sign * b[metric])
+
+
 def pareto_figure(points: list[dict[str, Any]], swept: list[str], x: str, xlabel: str, title: str) -> Any:
-    """Quality against `x` (one panel per `QUALITY` metric), a colour per method family, 95 % intervals as
-    error bars, the dense baseline at (1, its quality), labels placed apart.
+    """Quality against `x` (one panel per `QUALITY` metric), a colour per method family: every point with its 95 %
+    interval as an error bar, each method's Pareto frontier (`pareto_front`) as a line through its points, the
+    points it dominates faint, labels on the frontier points only (placed apart), the dense baseline at
+    (1, its quality), and one legend under the panels. A metric spanning more than a decade gets a log axis.
 
     Args:
         points: table rows with a value of `x`.
@@ -324,33 +370,91 @@ def pareto_figure(points: list[dict[str, Any]], swept: list[str], x: str, xlabel
         title: the sweep's name (`sweep_title`).
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.2 * len(QUALITY), 4.4))
+    fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.2 * len(QUALITY), 4.8))
     labelled = []
     for ax, (metric, ylabel) in zip(axes, QUALITY, strict=True):
-        labelled.append((ax, _pareto_panel(ax, points, swept, x, metric)))
+        labelled.append((ax, _pareto_panel(ax, points, swept, x, metric), _marker_points(points, x, metric)))
         ax.set(xlabel=xlabel, ylabel=ylabel)
+        _fit_scale(ax, [r[metric] for r in points if r.get(metric) is not None])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
     intervals = any(_errors(points, m) is not None for m, _ in QUALITY)
     fig.suptitle(f"{title}: quality against {'FLOPs' if x == 'flops_ratio' else 'time'}"
                  + (" (bars: 95 % CI over prompts)" if intervals else ""))  # fmt: skip
-    fig.tight_layout()
-    for ax, annotations in labelled:
-        place_labels(ax, annotations)
+    _figure_legend(fig, axes)
+    for ax, labels, markers in labelled:
+        place_labels(ax, labels, avoid=markers + _along_frontiers(ax))
     return fig
 
 
+def _along_frontiers(ax: Any, step: float = 6.0) -> list[tuple[float, float]]:
+    """Data points every `step` pixels along the frontier lines of `ax`, for the labels to keep off the lines.
+
+    Args:
+        ax: a panel of `pareto_figure`, after the layout.
+        step: the spacing in pixels (under twice `_marker_box`'s half-size, so the boxes cover the line).
+    """
+    import numpy as np
+
+    points: list[tuple[float, float]] = []
+    for line in (line for line in ax.lines if line.get_gid() == "frontier"):
+        ends = ax.transData.transform(line.get_xydata())  # (n, 2) pixels
+        for a, b in zip(ends[:-1], ends[1:], strict=True):
+            share = np.linspace(0.0, 1.0, max(int(np.hypot(*(b - a)) // step), 1) + 1)[1:-1, None]
+            points += [tuple(p) for p in ax.transData.inverted().transform(a + (b - a) * share)]
+    return points
+
+
+def _fit_scale(ax: Any, values: list[float]) -> None:
+    """A log vertical axis, ticked at 1, 2 and 5 per decade in plain numbers, for positive `values` spanning more
+    than a factor of 20 (an FD from 600 to 28,000, where a linear axis squeezes the good points into a line).
+
+    Args:
+        ax: the panel.
+        values: the panel's plotted values.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if not values or min(values) <= 0 or max(values) <= 20 * min(values):
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _marker_points(points: list[dict[str, Any]], x: str, metric: str) -> list[tuple[float, float]]:
+    """Where a panel of `pareto_figure` draws markers: every point with a value of `metric`, and the dense star."""
+    dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
+    return [(r[x], r[metric]) for r in points if r.get(metric) is not None] + ([] if dense is None else [(1.0, dense)])
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for all panels, under them: the methods, the dense baseline, what a line and a faint point mean;
+    then the layout, leaving it room."""
+    from matplotlib.lines import Line2D
+
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    entries["Pareto frontier of a method"] = Line2D([], [], color="0.3", lw=1.2)
+    entries["dominated by a point of its method"] = Line2D(
+        [], [], color="0.3", marker="o", ls="none", alpha=_DOMINATED_ALPHA
+    )
+    rows = -(-len(entries) // 6)  # rows of at most 6 entries, filled evenly
+    legend = fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=-(-len(entries) // rows),
+                        fontsize=8, frameon=False)  # fmt: skip
+    height = legend.get_window_extent(fig.canvas.get_renderer()).height / fig.bbox.height
+    fig.tight_layout(rect=(0.0, height + 0.01, 1.0, 1.0))
+
+
 def _pareto_panel(ax: Any, points: list[dict[str, Any]], swept: list[str], x: str, metric: str) -> list[Any]:
-    """One panel of `pareto_figure`; returns its point labels (placed later, once the layout is known)."""
+    """One panel of `pareto_figure`; returns its frontier points' labels (placed later, once the layout is known)."""
     annotations = []
-    for method in sorted({r["method"] for r in points}):
+    for i, method in enumerate(sorted({r["method"] for r in points})):  # the same colour for a method in every panel
         mine = [r for r in points if r["method"] == method and r.get(metric) is not None]
-        ax.errorbar([r[x] for r in mine], [r[metric] for r in mine], yerr=_errors(mine, metric), fmt="o",
-                    capsize=2, elinewidth=0.8, label=method)  # fmt: skip
-        annotations += [ax.annotate(_label(r, swept), (r[x], r[metric]), xytext=(4, 4), textcoords="offset points",
-                                    fontsize=6, alpha=0.8, va="center",
-                                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3})
-                        for r in mine]  # fmt: skip
+        if mine:
+            annotations += _method_points(ax, mine, swept, x, metric, colour=f"C{i % 10}")
     dense = next((r[f"dense_{metric}"] for r in points if r.get(f"dense_{metric}") is not None), None)
     if dense is not None:
         ci = _dense_ci(points, metric)
@@ -359,9 +463,55 @@ def _pareto_panel(ax: Any, points: list[dict[str, Any]], swept: list[str], x: st
     return annotations
 
 
+def _method_points(
+    ax: Any, mine: list[dict[str, Any]], swept: list[str], x: str, metric: str, colour: str
+) -> list[Any]:
+    """One method's points on a panel: its frontier as a line (`gid="frontier"`) through its frontier points, the
+    points it dominates faint, each with its error bar; returns the frontier points' labels.
+
+    Args:
+        ax: the panel.
+        mine: the method's rows with a value of `metric`.
+        swept: the swept keys (the labels).
+        x: the cost column.
+        metric: the quality column.
+        colour: the method's colour.
+    """
+    front = pareto_front(mine, x, metric, higher_is_better(metric))
+    dominated = [r for r in mine if all(r is not f for f in front)]
+    ax.plot([r[x] for r in front], [r[metric] for r in front], "-", color=colour, lw=1.2, gid="frontier")
+    ax.errorbar([r[x] for r in front], [r[metric] for r in front], yerr=_errors(front, metric), fmt="o", color=colour,
+                capsize=2, elinewidth=0.8, label=mine[0]["method"])  # fmt: skip
+    if dominated:
+        ax.errorbar([r[x] for r in dominated], [r[metric] for r in dominated], yerr=_errors(dominated, metric), fmt="o",
+                    color=colour, alpha=_DOMINATED_ALPHA, capsize=2, elinewidth=0.8)  # fmt: skip
+    return [ax.annotate(text, xy, xytext=(4, 4), textcoords="offset points", fontsize=7, color=colour, va="center",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3})
+            for xy, text in _frontier_labels(front, swept, x, metric).items()]  # fmt: skip
+
+
+def _frontier_labels(
+    front: list[dict[str, Any]], swept: list[str], x: str, metric: str
+) -> dict[tuple[float, float], str]:
+    """One label per distinct frontier point: jobs that landed on the very same point (a step count reached by
+    two routes) share it, as `dense_04 (+4 same)`.
+
+    Args:
+        front: a method's frontier rows (`pareto_front`).
+        swept: the swept keys (the labels).
+        x: the cost column.
+        metric: the quality column.
+    """
+    groups: dict[tuple[float, float], list[str]] = {}
+    for r in front:
+        groups.setdefault((r[x], r[metric]), []).append(_label(r, swept))
+    return {xy: names[0] + (f" (+{len(names) - 1} same)" if len(names) > 1 else "") for xy, names in groups.items()}
+
+
 def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str], title: str | None = None) -> list[Path]:
     """Quality against FLOP ratio (`pareto_flops.png`) and against time ratio (`pareto_time.png`) with their data
-    as CSV (see `pareto_figure`).
+    as CSV (see `pareto_figure`); the CSV's `frontier_<metric>` columns say which points are on their method's
+    frontier.
 
     Args:
         folder: the sweep folder (written into).
@@ -382,10 +532,25 @@ def plot_pareto(folder: Path, table: list[dict[str, Any]], swept: list[str], tit
                  **{m: r.get(m) for m, _ in QUALITY}, **{f"dense_{m}": r.get(f"dense_{m}") for m, _ in QUALITY}}
                 for r in points]  # fmt: skip
         ci_columns, ci_data = _ci_data(points, [m for m, _ in QUALITY])
-        data = [{**d, **c} for d, c in zip(data, ci_data, strict=True)]
-        columns = ["job", "method", "label", x, *(m for m, _ in QUALITY), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns]
+        fronts = _frontier_data(points, x)
+        data = [{**d, **c, **f} for d, c, f in zip(data, ci_data, fronts, strict=True)]
+        columns = ["job", "method", "label", x, *(m for m, _ in QUALITY), *(f"dense_{m}" for m, _ in QUALITY), *ci_columns,
+                   *(f"frontier_{m}" for m, _ in QUALITY)]  # fmt: skip
         written += [folder / f"{name}.png", _write_csv(folder / f"{name}.csv", columns, data)]
     return written
+
+
+def _frontier_data(points: list[dict[str, Any]], x: str) -> list[dict[str, Any]]:
+    """Per row, `frontier_<metric>` for each `QUALITY` metric: whether the row is on its method's Pareto frontier
+    (`pareto_front`), None where it has no value of the metric.
+
+    Args:
+        points: the plotted rows.
+        x: the cost column.
+    """
+    on_front = {(m, id(r)) for m, _ in QUALITY for method in {p["method"] for p in points}
+                for r in pareto_front([p for p in points if p["method"] == method], x, m, higher_is_better(m))}  # fmt: skip
+    return [{f"frontier_{m}": None if r.get(m) is None else (m, id(r)) in on_front for m, _ in QUALITY} for r in points]
 
 
 def _ablation_metrics(table: list[dict[str, Any]]) -> list[tuple[str, str]]:
