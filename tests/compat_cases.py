@@ -27,6 +27,7 @@ from diffusers import (
 from diffusers.models import FluxControlNetModel, SD3ControlNetModel
 
 from rasfw import RegionAdaptiveSampler
+from rasfw.adapters.flux import pack_latents
 from rasfw.pipelines.tiny import (
     LATENT_CHANNELS,
     POOLED_DIM,
@@ -43,7 +44,7 @@ from rasfw.pipelines.tiny import (
 )
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
-from tests.tiny_pipelines import VAE_SCALE, pack, per_image
+from rasfw.testing.tiny import VAE_SCALE, per_image
 
 STEPS = 6
 HEIGHT, WIDTH = 8, 12  # latent pixels
@@ -79,10 +80,6 @@ def exact() -> RegionAdaptiveSampler:
 def quarter() -> RegionAdaptiveSampler:
     """RAS at 0.25 after 2 warm-up steps, a reset at step 4."""
     return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([4]))
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 def call(pipe, inputs: dict) -> torch.Tensor:
@@ -211,7 +208,7 @@ def flux_text(r: Request = Request(), guidance: float = 3.5) -> dict:
 
 def flux_txt2img(r: Request = Request()) -> dict:
     (latents,) = per_image(r.batch, 1, (LATENT_CHANNELS, r.height, r.width))
-    return {**flux_text(r), "latents": pack(latents)}
+    return {**flux_text(r), "latents": pack_latents(latents)}
 
 
 def flux_img2img(r: Request = Request()) -> dict:

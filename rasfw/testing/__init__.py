@@ -12,7 +12,8 @@ call them from a test:
   `check_inactive_fill`: the interface contract, parameter validation, determinism, and a tiny generation
   in a sampler;
 - `check_model_adapter(adapter_cls, build_tiny_pipeline)`: exactness of an adapter on a tiny pipeline;
-- `rasfw.testing.tiny`: a tiny SD3 pipeline in the calling convention the adapter checker uses.
+- `rasfw.testing.tiny`: a tiny SD3 pipeline, and wrappers of diffusers' SD3, Lumina-Next, Flux and Wan
+  pipelines, in the calling convention the adapter checker uses.
 """
 
 from rasfw.testing.adapters import check_model_adapter

@@ -33,7 +33,8 @@ def check_model_adapter(
         build_tiny_pipeline: returns a fresh pipeline with `.transformer` and `.scheduler`, called as
             `pipe(batch=, height=, width=, steps=, guidance=, seed=)` and returning the final latents
             (height and width in latent pixels; image i draws its noise and conditioning from seed
-            `seed + i` alone). `rasfw.testing.tiny.TinySD3Pipeline` is an example.
+            `seed + i` alone). `rasfw.testing.tiny.TinySD3Pipeline` is an example, and that
+            module's `SD3Call`, `LuminaNextCall`, `FluxCall` and `WanCall` give diffusers' own pipelines this form.
         size: a non-square `(height, width)` latent size, a multiple of the patch size.
         steps: sampling steps per generation (at least 6: warm-up 2, a reset at step 4).
         guidance: guidance scale the pipeline is called with.

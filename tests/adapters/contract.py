@@ -20,19 +20,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rasfw import RegionAdaptiveSampler, apply_ras
+from rasfw import apply_ras
 from rasfw.adapters.partial import PartialForward
 from rasfw.attach import find_adapter
 from rasfw.backends import TorchBackend
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset
 from rasfw.testing import check_model_adapter
+from tests.helpers import ras
 
 STEPS = 8
-
-
-def ras(value: float = 0.5, warmup: int = 2, resets=(5,), **kwargs) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(value, warmup), reset=FixedReset(list(resets)), **kwargs)
 
 
 class AdapterContract:

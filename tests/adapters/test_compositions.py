@@ -19,7 +19,6 @@ from tests.compat_cases import (
     exact,
     pixels,
     quarter,
-    relative,
     sd3,
     sd3_controlnet_inputs,
     sd3_controlnet_model,
@@ -27,6 +26,7 @@ from tests.compat_cases import (
     sd3_slg_inputs,
     sd3_txt2img,
 )
+from tests.helpers import relative
 
 
 def check(pipe, run, close: float = 0.5) -> None:

@@ -7,16 +7,10 @@ import torch
 from diffusers import StableDiffusion3Img2ImgPipeline
 
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw.pipelines.tiny import POOLED_DIM, TEXT_DIM, TEXT_LEN, tiny_sd3_pipeline
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
-from tests.tiny_pipelines import (
-    POOLED_DIM,
-    TEXT_DIM,
-    TEXT_LEN,
-    VAE_SCALE,
-    per_image,
-    tiny_sd3_pipeline,
-)
+from rasfw.testing.tiny import VAE_SCALE, per_image
 
 STEPS, STRENGTH = 10, 0.6  # diffusers runs the last int(10 * 0.6) = 6 of 10 steps (set_begin_index(4))
 

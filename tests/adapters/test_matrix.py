@@ -19,7 +19,8 @@ import torch
 
 from rasfw import apply_ras, remove_ras
 from rasfw.pipelines.tiny import _seeded
-from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call, exact, quarter, relative
+from tests.compat_cases import CASES, HEIGHT, STEPS, WIDTH, Request, call, exact, quarter
+from tests.helpers import relative
 
 CLOSE = 0.5
 FEATURES = [

@@ -28,7 +28,8 @@ import torch
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import NoReset
-from tests.compat_cases import CASES, Request, call, exact, generator, relative
+from tests.compat_cases import CASES, Request, call, exact, generator
+from tests.helpers import relative
 
 FAMILIES = ["sd3", "flux", "lumina_next", "wan2.1"]
 CLOSE = 0.5

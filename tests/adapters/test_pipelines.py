@@ -16,13 +16,7 @@ from rasfw.pipelines.runners_diffusers import (
     TinySD3Runner,
     TinyWanRunner,
 )
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
-from tests.tiny_pipelines import (
-    FluxCall,
-    LuminaNextCall,
-    SD3Call,
-    WanCall,
+from rasfw.pipelines.tiny import (
     flux_scheduler,
     tiny_flux_pipeline,
     tiny_flux_transformer,
@@ -30,6 +24,9 @@ from tests.tiny_pipelines import (
     tiny_sd3_pipeline,
     tiny_wan_pipeline,
 )
+from rasfw.strategies.ratios import ConstantRatio
+from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.testing.tiny import FluxCall, LuminaNextCall, SD3Call, WanCall
 
 
 def test_scheduler_signature_survives_apply_ras():

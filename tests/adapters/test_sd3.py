@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw.pipelines.tiny import tiny_sd3_transformer
 from rasfw.strategies.ratios import ConstantRatio
 from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.testing.tiny import TinySD3Pipeline
 from tests.adapters.contract import AdapterContract
-from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
 
 
 class TestSD3Adapter(AdapterContract):

@@ -7,10 +7,12 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
 from rasfw import RegionAdaptiveSampler, apply_ras, ras_execution, remove_ras
+from rasfw.pipelines.tiny import TEXT_DIM, TEXT_LEN, tiny_wan_pipeline
 from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.strategies.resets import NoReset
+from rasfw.testing.tiny import WanCall
 from tests.adapters.contract import AdapterContract
-from tests.tiny_pipelines import TEXT_DIM, TEXT_LEN, WanCall, tiny_wan_pipeline
+from tests.helpers import ras, relative
 
 WAN_CHANNELS = 4
 
@@ -32,10 +34,6 @@ class TestWanAdapter(AdapterContract):
             "timestep": torch.rand(batch, generator=gen) * 1000,
             "encoder_hidden_states": torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=gen),
         }
-
-
-def ras(value=0.25, **kwargs) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(value, 2), reset=FixedReset([5]), **kwargs)
 
 
 def test_tokens_span_frames_rows_and_cols():
@@ -95,10 +93,18 @@ def test_ras_changes_the_video_and_stays_finite():
     assert torch.equal(pipe(batch=1, height=8, width=12, steps=8), dense)
 
 
-def test_kv_cache_off_runs():
+def test_kv_cache_off_differs_from_kv_cache_on_but_stays_close():
+    """With the K/V cache off a RAS step's self-attention sees only the active tokens' keys and values, so the
+    video differs from the cached run's, but not by much."""
     pipe = WanCall(tiny_wan_pipeline())
-    apply_ras(pipe, ras(kv_cache=False))
-    assert torch.isfinite(pipe(batch=1, height=8, width=12, steps=6)).all()
+    out = {}
+    for kv_cache in (True, False):
+        apply_ras(pipe, ras(kv_cache=kv_cache))
+        out[kv_cache] = pipe(batch=1, height=8, width=12, steps=6)
+        remove_ras(pipe)
+    assert not torch.equal(out[False], out[True])  # the setting took effect
+    # measured on these inputs (float32, CPU): relative L2 0.029, max abs 0.25 of values up to 4.3; bound ~3x that
+    assert relative(out[False], out[True]) < 0.08, relative(out[False], out[True])
 
 
 def test_per_token_timesteps_are_refused_with_one_line():

@@ -13,18 +13,11 @@ import torch
 from rasfw import DenseSampler, RegionAdaptiveSampler, apply_ras, ras_execution, remove_ras
 from rasfw.execution import CompiledExecution, EagerExecution, build_executor
 from rasfw.pipelines.loop import sd3_denoise
+from rasfw.pipelines.tiny import tiny_flux_pipeline, tiny_lumina_next_pipeline, tiny_sd3_pipeline, tiny_sd3_transformer
 from rasfw.strategies.ratios import ConstantRatio, LinearRatio
 from rasfw.strategies.resets import FixedReset
-from rasfw.testing.tiny import tiny_sd3_loop
-from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
-from tests.tiny_pipelines import (
-    FluxCall,
-    LuminaNextCall,
-    SD3Call,
-    tiny_flux_pipeline,
-    tiny_lumina_next_pipeline,
-    tiny_sd3_pipeline,
-)
+from rasfw.testing.tiny import FluxCall, LuminaNextCall, SD3Call, TinySD3Pipeline, tiny_sd3_loop
+from tests.helpers import ras
 
 STEPS = 8  # dense steps 0 and 1 (warm-up 2; step 1 captures), RAS 2-4, reset 5 (captures), RAS 6-7
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}  # float32: compiled kernels fuse and reorder, nothing more
@@ -33,10 +26,6 @@ FAMILIES = {
     "lumina_next": lambda: LuminaNextCall(tiny_lumina_next_pipeline()),
     "flux": lambda: FluxCall(tiny_flux_pipeline()),
 }
-
-
-def ras(**kwargs) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]), **kwargs)
 
 
 def generate(pipe) -> torch.Tensor:

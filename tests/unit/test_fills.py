@@ -11,15 +11,12 @@ from rasfw import RegionAdaptiveSampler, apply_ras, ras_execution, remove_ras
 from rasfw.interfaces import InactiveFill
 from rasfw.strategies.fills import ReuseFill, TaylorFill
 from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset, NoReset
+from rasfw.strategies.resets import NoReset
 from rasfw.testing import check_inactive_fill
 from rasfw.testing.tiny import tiny_sd3_loop
+from tests.helpers import ras
 
 STEPS = 10  # dense 0-2 (warm-up 3), RAS 3-5, reset 6, RAS 7-9
-
-
-def ras(fill: InactiveFill | None = None, ratio: float = 0.25, warmup: int = 3) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(ratio, warmup), reset=FixedReset([6]), fill=fill)
 
 
 def generate(pipe) -> torch.Tensor:
@@ -72,7 +69,7 @@ class Marker(InactiveFill):
 def test_inactive_rows_get_the_forecast_and_history_steps_follow_each_tokens_computations():
     pipe = tiny_sd3_loop()
     fill = Marker()
-    state = apply_ras(pipe, ras(fill))
+    state = apply_ras(pipe, ras(fill=fill, warmup=3, resets=(6,)))
     state.record_selection = True
     outputs = []
     handle = pipe.transformer.register_forward_hook(lambda m, a, out: outputs.append(out[0].clone()))
@@ -101,12 +98,12 @@ def test_inactive_rows_get_the_forecast_and_history_steps_follow_each_tokens_com
 
 def test_reuse_is_vanilla_ras_and_taylor_changes_the_result():
     pipe = tiny_sd3_loop()
-    apply_ras(pipe, ras())
+    apply_ras(pipe, ras(warmup=3, resets=(6,)))
     default = generate(pipe)
     remove_ras(pipe)
     results = {}
     for name, fill in {"reuse": ReuseFill(), "taylor1": TaylorFill(1), "taylor2": TaylorFill(2)}.items():
-        apply_ras(pipe, ras(fill))
+        apply_ras(pipe, ras(fill=fill, warmup=3, resets=(6,)))
         results[name] = generate(pipe)
         remove_ras(pipe)
     assert torch.equal(results["reuse"], default)
@@ -127,7 +124,7 @@ def test_history_costs_one_output_buffer_per_order_and_is_freed_after_the_genera
     pipe = tiny_sd3_loop()
     peaks = {}
     for name, fill in {"reuse": ReuseFill(), "taylor1": TaylorFill(1), "taylor2": TaylorFill(2)}.items():
-        state = apply_ras(pipe, ras(fill))
+        state = apply_ras(pipe, ras(fill=fill, warmup=3, resets=(6,)))
         sizes = []
         state.step_callbacks.append(lambda s, sizes=sizes: sizes.append(s.memory_bytes()))
         generate(pipe)
@@ -156,31 +153,32 @@ def test_bad_fill_settings_are_one_line(build, message):
 
 def test_an_order_the_warm_up_cannot_feed_is_refused_naming_the_setting():
     pipe = tiny_sd3_loop()
-    apply_ras(pipe, ras(TaylorFill(2), warmup=2))
+    apply_ras(pipe, ras(fill=TaylorFill(2), warmup=2, resets=(6,)))
     with pytest.raises(ValueError, match=r"fill.order=2 \(TaylorFill\(order=...\)\) needs 3 dense steps before the first RAS step; this schedule has 2"):
         generate(pipe)
     remove_ras(pipe)
-    apply_ras(pipe, ras(TaylorFill(2), warmup=3))  # the same pipeline runs once the schedule allows it
+    apply_ras(pipe, ras(fill=TaylorFill(2), warmup=3, resets=(6,)))  # the same pipeline runs once the schedule allows it
     assert torch.isfinite(generate(pipe)).all()
     remove_ras(pipe)
 
 
 def test_forecasting_is_refused_on_a_pipeline_that_switches_transformers():
+    from rasfw.pipelines.tiny import tiny_wan_pipeline
     from tests.adapters.test_wan import TwoStage
-    from tests.tiny_pipelines import tiny_wan_pipeline
 
     pipe = TwoStage(tiny_wan_pipeline(two_stage=True))
     with pytest.raises(ValueError, match="fill=taylor: forecasting reads one model's outputs"):
-        apply_ras(pipe, ras(TaylorFill(1)))
+        apply_ras(pipe, ras(fill=TaylorFill(1), warmup=3, resets=(6,)))
     assert not hasattr(pipe, "_rasfw_attachment")
 
 
 def test_compile_with_a_forecasting_fill_equals_eager_in_one_graph_per_call_shape():
     pipe = tiny_sd3_loop()
-    apply_ras(pipe, ras(TaylorFill(2)))
+    apply_ras(pipe, ras(fill=TaylorFill(2), warmup=3, resets=(6,)))
     eager = generate(pipe)
     remove_ras(pipe)
-    apply_ras(pipe, ras(TaylorFill(2)), execution="compile", compile_backend="aot_eager")  # fullgraph: a break fails
+    sampler = ras(fill=TaylorFill(2), warmup=3, resets=(6,))
+    apply_ras(pipe, sampler, execution="compile", compile_backend="aot_eager")  # fullgraph: a break fails
     first = generate(pipe)
     executor = ras_execution(pipe)
     graphs = executor.graphs

@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rasfw import RegionAdaptiveSampler, apply_ras, ras_state, remove_ras
+from rasfw import apply_ras, ras_state, remove_ras
+from rasfw.pipelines.tiny import tiny_sd3_transformer
 from rasfw.strategies.metrics import StdNoise
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset
-from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
-
-
-def ras() -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]))
+from rasfw.testing.tiny import TinySD3Pipeline
+from tests.helpers import ras
 
 
 def test_a_scheduler_shared_by_two_pipelines_is_refused():
@@ -50,7 +46,7 @@ def test_an_interrupted_selection_frees_the_caches(error):
             raise error("stop")
 
     pipe = TinySD3Pipeline(tiny_sd3_transformer(0))
-    state = apply_ras(pipe, RegionAdaptiveSampler(metric=Failing(), ratio=ConstantRatio(0.25, 2), reset=FixedReset([5])))
+    state = apply_ras(pipe, ras(metric=Failing()))
     with pytest.raises(error):
         pipe(batch=1)  # fails in scheduler.step after step 1, whose call filled the caches
     assert state.step == 1 and not state.caches

@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rasfw import RegionAdaptiveSampler, apply_ras, remove_ras
+from rasfw import apply_ras, remove_ras
+from rasfw.pipelines.tiny import tiny_sd3_transformer
 from rasfw.state import KVCache, RegionState
-from rasfw.strategies.ratios import ConstantRatio
-from rasfw.strategies.resets import FixedReset
-from tests.tiny import TinySD3Pipeline, tiny_sd3_transformer
-
-
-def ras(**kwargs) -> RegionAdaptiveSampler:
-    return RegionAdaptiveSampler(ratio=ConstantRatio(0.25, 2), reset=FixedReset([5]), **kwargs)
+from rasfw.testing.tiny import TinySD3Pipeline
+from tests.helpers import ras
 
 
 def addresses_per_call(pipe, state: RegionState) -> list[dict[str, int]]:
