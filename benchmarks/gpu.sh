@@ -110,7 +110,7 @@ step flux 100 "$PY" -m rasfw.app.bench preset=gpu_flux 'executions=[eager]' 'rat
     backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/flux"
 
 step wan 150 "$PY" -m rasfw.app.bench preset=gpu_wan 'executions=[eager]' 'ratios=[0.5,0.25,0.125]' repeats=1 \
-    steps=10 warmup=2 'resets=[6]' backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/wan"
+    steps=10 ratio.warmup=2 'reset.steps=[6]' backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/wan"
 
 step sd3_compile 600 "$PY" -m rasfw.app.bench preset=gpu 'executions=[compile]' 'ratios=[0.25]' repeats=2 \
     backend=triton 'kv_dtypes=[model]' "hydra.run.dir=$OUT/sd3_compile"

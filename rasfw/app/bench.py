@@ -2,9 +2,10 @@
 
 A synthetic pipeline (`rasfw.app.synthetic`: `SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`, the
 architecture of a real model with random weights and fixed random text embeddings; speed does not depend on the weights) runs
-whole generations with the denoising loop of its diffusers pipeline. For each execution mode
-(`executions`: eager, compile, cudagraph) the dense baseline runs through the same executor kind
-(`apply_ras` with a `DenseSampler`), then RAS for each ratio and each `kv_dtypes` entry. Every
+whole generations with the denoising loop of its diffusers pipeline; `preset=<name>` picks the architecture
+(`conf/preset/<name>.yaml`). For each execution mode (`executions`: eager, compile, cudagraph) the dense baseline runs
+through the same executor kind (`apply_ras` with a `DenseSampler`), then RAS for each ratio and each `kv_dtypes` entry,
+its warm-up and error resets from the main command's `ratio` and `reset` groups (`ratio.warmup`, `reset.steps`). Every
 configuration is attached once, run once untimed (compilation, graph capture and allocator warm-up are
 never timed; on a CPU in eager mode one 1-step call per mode is enough), then timed `repeats` times;
 the median is reported. Configurations run one after the other, not interleaved: captured graphs live
@@ -33,11 +34,13 @@ The top level names the machine, the torch and diffusers versions and the git co
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,16 +51,18 @@ import torch
 from omegaconf import DictConfig
 
 from rasfw.adapters.partial import PartialForward
-from rasfw.app.console import show
-from rasfw.app.settings import execution_option
+from rasfw.app.console import fail, show
+from rasfw.app.settings import UsageError, execution_option
 from rasfw.app.synthetic import SyntheticPipeline, build_pipeline  # build_pipeline: still importable from here
 from rasfw.attach import apply_ras, ras_backend, ras_execution, remove_ras
+from rasfw.build import build, plain
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
+from rasfw.interfaces import RatioSchedule, ResetSchedule
+from rasfw.registry import REGISTRY
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
 from rasfw.state import RegionState
-from rasfw.strategies.ratios import ConstantRatio, warmup_steps
-from rasfw.strategies.resets import FixedReset
+from rasfw.strategies.ratios import warmup_steps
 
 # -- measuring ------------------------------------------------------------------------------------------
 
@@ -229,19 +234,16 @@ def _list_setting(cfg: DictConfig, name: str, allowed: list[str]) -> list[str]:
 
 def _executions(cfg: DictConfig) -> list[str]:
     """The mode of the `execution` group when one was picked (`execution=compile`), else the `executions` list."""
-    from rasfw.registry import REGISTRY
-
     if cfg.get("execution") is not None:
         return [execution_option(cfg.execution)[0]]
     return _list_setting(cfg, "executions", sorted(name for name, _ in REGISTRY.items("execution")))
 
 
 def _preset(cfg: DictConfig) -> DictConfig:
-    if cfg.preset not in cfg.presets:
-        raise ValueError(f"preset must be one of {', '.join(cfg.presets)}; got {cfg.preset!r}")
-    preset = cfg.presets[cfg.preset]
+    """The `preset` group's architecture (`conf/preset/<name>.yaml`); a GPU preset needs a GPU."""
+    preset = cfg.preset
     if preset.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"preset={cfg.preset} needs a CUDA device; use a cpu preset here (preset=cpu)")
+        raise ValueError(f"preset={preset.name} needs a CUDA device; use a cpu preset here (preset=cpu)")
     return preset
 
 
@@ -260,14 +262,30 @@ def sampler_backend(cfg: DictConfig) -> str:
 
 def _sampler(cfg: DictConfig, ratio: float, kv_dtype: str) -> RegionAdaptiveSampler:
     return RegionAdaptiveSampler(
-        ratio=ConstantRatio(ratio, cfg.warmup), reset=_reset(cfg), backend=sampler_backend(cfg), seed=cfg.seed,
-        kv_dtype=kv_dtype,
+        ratio=_ratio(cfg, ratio), reset=_reset(cfg), backend=sampler_backend(cfg), seed=cfg.seed, kv_dtype=kv_dtype,
     )  # fmt: skip
 
 
-def _reset(cfg: DictConfig) -> FixedReset:
-    """The benchmark's reset schedule: `resets` as given, or for null the reference's 12 and 20 of 28 scaled to `steps`."""
-    return FixedReset(None if cfg.resets is None else list(cfg.resets))
+def _ratio(cfg: DictConfig, value: float) -> RatioSchedule:
+    """The `ratio` group's schedule (its `warmup` and other settings) with `value`, one of `ratios`, as its ratio."""
+    data = plain(cfg.ratio, "ratio")
+    cls = REGISTRY.by_target("ratio", data.get("_target_"), "ratio._target_")
+    if "value" not in inspect.signature(cls).parameters:
+        takes = [name for name, c in REGISTRY.items("ratio") if "value" in inspect.signature(c).parameters]
+        raise ValueError(f"ratio={REGISTRY.name_of('ratio', cls)} has no ratio.value for `ratios` to set; "
+                         f"the bench takes {' or '.join(f'ratio={name}' for name in takes)}")  # fmt: skip
+    return build({**data, "value": value}, "ratio", "ratio")
+
+
+def _reset(cfg: DictConfig) -> ResetSchedule:
+    """The `reset` group's schedule, as the main command builds it (fixed: `reset.steps`, null the reference's 12 and
+    20 of 28 scaled to `steps`)."""
+    return build(cfg.reset, "reset", "reset")
+
+
+def _dense_steps(reset: ResetSchedule, steps: int) -> list[int]:
+    """The steps `reset` forces dense in a `steps` schedule."""
+    return [step for step in range(steps) if reset.is_dense(step, steps)]
 
 
 def measure(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -285,6 +303,8 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
         raise ValueError(f"ratios must be a non-empty list of numbers in (0, 1]; got {ratios}")
     if not isinstance(cfg.repeats, int) or cfg.repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1; got {cfg.repeats!r}")
+    _ratio(cfg, ratios[0])  # a bad ratio or reset setting fails here, before a model is built
+    _reset(cfg).validate(cfg.steps)
     for execution in executions:  # before building a model: cudagraph on a CPU fails here
         build_executor(execution, **_options(cfg, execution)).check(torch.device(preset.device))
     pipe = build_pipeline(preset, cfg.seed)
@@ -311,7 +331,7 @@ def _row(cfg: DictConfig, execution: str, ratio: float, kv_dtype: str, ras: Meas
     speedup, ideal = dense.time_s / ras.time_s, 1 / flops_ratio
     peak, dense_peak = ras.peak_memory_bytes, dense.peak_memory_bytes
     return {
-        "preset": cfg.preset,
+        "preset": cfg.preset.name,
         "execution": execution,
         "backend": ras.backend,
         "ratio": ratio,
@@ -387,18 +407,18 @@ def _batching(family: str, cfg: bool) -> str:
 
 def markdown(rows: list[dict[str, Any]], cfg: DictConfig) -> str:
     """The result table as markdown."""
-    preset = cfg.presets[cfg.preset]
-    family, p = preset.get("family", "sd3"), preset
+    p = cfg.preset
+    family = p.get("family", "sd3")
     layers = f"{p.layers}+{p.single_layers} layers" if family == "flux" else f"{p.layers} layers"
     if family == "wan":
         tokens = f"{p.latent_frames * (p.latent_height // p.patch) * (p.latent_width // p.patch)} video tokens"
     else:
         tokens = f"{(p.latent_side // p.patch) ** 2} image tokens"
     head = (
-        f"preset `{cfg.preset}` ({family}: {layers}, hidden {p.heads * p.head_dim}, "
+        f"preset `{p.name}` ({family}: {layers}, hidden {p.heads * p.head_dim}, "
         f"{tokens}, {p.context} context tokens, "
         f"{_batching(family, p.get('cfg', False))}, {p.dtype}), {cfg.steps} steps, "
-        f"warm-up {warmup_steps(cfg.warmup, cfg.steps)}, resets {list(_reset(cfg).reset_steps(cfg.steps))}, "
+        f"warm-up {warmup_steps(cfg.ratio.get('warmup'), cfg.steps)}, resets {_dense_steps(_reset(cfg), cfg.steps)}, "
         f"median of {cfg.repeats}; {machine()}\n\n"
     )
     lines = [
@@ -425,8 +445,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     from rasfw.app.table_app import table_app
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in ("-h", "--help") for a in args):
+        _check_options([a for a in args if not a.startswith("-")])
     description = "how much of the FLOP saving of RAS turns into wall-clock time, per execution mode"
-    table_app("bench", results, lambda result, cfg: markdown(result["rows"], cfg), argv, description)
+    table_app("bench", results, lambda result, cfg: markdown(result["rows"], cfg), args, description)
+
+
+def _check_options(overrides: list[str]) -> None:
+    """An unknown option of one of the bench's groups (`preset=h100`) or an unknown key (`warmup=2`: the warm-up
+    is `ratio.warmup`) is one line and exit code 2, as in the main command, before Hydra runs (which would print
+    its search path); other composition errors are left to Hydra."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
+
+    try:
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            compose("bench", overrides=overrides)
+    except MissingConfigException as exc:
+        group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+        fail(UsageError(f"{group}: unknown option '{option}'; available: {', '.join(exc.options or [])}"))
+    except Exception as exc:  # noqa: BLE001 - an unknown key is one line here; anything else Hydra's own run reports
+        key, parent = getattr(exc.__cause__, "full_key", None), getattr(exc.__cause__, "parent_node", None)
+        if key and isinstance(parent, DictConfig):
+            fail(UsageError(_unknown_key(str(key), parent)))
+
+
+def _unknown_key(key: str, parent: DictConfig) -> str:
+    """`key: unknown setting` with the group key it likely means (`ratio.warmup` for `warmup`), else the keys its
+    node has, nearest spelling first."""
+    from rasfw.checks import nearest_first
+
+    leaf = key.rpartition(".")[2]
+    keys = [str(k) for k in parent.keys() if k not in ("hydra", "_target_")]
+    nested = [f"{k}.{leaf}" for k in keys if isinstance(parent.get(k), DictConfig) and leaf in parent[k]]
+    if nested:
+        return f"{key}: unknown setting; did you mean {' or '.join(nested)}?"
+    return f"{key}: unknown setting; it takes: {', '.join(nearest_first(leaf, keys))}"
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def baseline(ctx: RunContext) -> dict[str, Any] | None:
 def timing(ctx: RunContext, dense: dict[str, Any] | None) -> dict[str, Any]:
     """Warm-up, then the median of `timing.repeats` runs of the first chunk, the method and dense alternating.
 
-    Dense is timed in every job, even when its images come from the baseline cache: a time measured
+    Dense is timed in every job, even when its images come from the baseline store: a time measured
     beside the method's, on the machine as it is now, is the only fair one.
 
     Args:

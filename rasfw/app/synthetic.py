@@ -3,7 +3,7 @@ with random weights, its scheduler, and fixed random latents and text embeddings
 the family's diffusers pipeline. Speed does not depend on the weights, so these time what the real models
 would, without downloading them.
 
-`build_pipeline(preset, seed)` builds the one a preset of `conf/bench.yaml` names (`SD3Synthetic`,
+`build_pipeline(preset, seed)` builds the one a bench preset names (`conf/preset/<name>.yaml`: `SD3Synthetic`,
 `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`).
 """
 
@@ -39,7 +39,7 @@ class SyntheticPipeline:
     `scheduler.step`. Subclasses build the model and the inputs of one call.
 
     Args:
-        preset: the preset's settings (`conf/bench.yaml`, `presets.<name>`).
+        preset: the preset's settings (`conf/preset/<name>.yaml`).
         seed: seeds the weights, the latents and the embeddings.
     """
 
@@ -354,5 +354,5 @@ def build_pipeline(preset: DictConfig, seed: int) -> SyntheticPipeline:
     classes = {cls.family: cls for cls in (SD3Synthetic, LuminaNextSynthetic, FluxSynthetic, WanSynthetic)}
     family = preset.get("family", "sd3")
     if family not in classes:
-        raise ValueError(f"presets.<name>.family must be one of {', '.join(classes)}; got {family!r}")
+        raise ValueError(f"preset.family must be one of {', '.join(classes)}; got {family!r}")
     return classes[family](preset, seed)

@@ -80,5 +80,5 @@ def app_help(config_name: str, description: str) -> str:
     values = {key: value for key, value in OmegaConf.to_container(cfg).items() if key != "hydra" and key not in groups}
     comments = key_comments(resources.files("rasfw.conf").joinpath(f"{config_name}.yaml").read_text())
     settings = {key: comments.get(key, "") for key in values}
-    command = f"python -m rasfw.{config_name}"
+    command = f"python -m rasfw.app.{config_name}"
     return render_app_help(command, description, groups, settings, {**choices, **values})

@@ -8,22 +8,12 @@ from hydra import compose, initialize_config_module
 
 from rasfw.app.bench import markdown, measure, results
 
-RUN = ["repeats=1", "steps=6", "warmup=2", "resets=[4]", "ratios=[0.5]"]
+RUN = ["repeats=1", "steps=6", "ratio.warmup=2", "reset.steps=[4]", "ratios=[0.5]"]
 SMALL = {  # per preset: one layer (of each kind), an 8x8 latent (16 image tokens), a short caption
-    "cpu": ["presets.cpu.layers=1", "presets.cpu.latent_side=8"],
-    "cpu_lumina": ["presets.cpu_lumina.layers=1", "presets.cpu_lumina.latent_side=8", "presets.cpu_lumina.cfg=true"],
-    "cpu_flux": [
-        "presets.cpu_flux.layers=1",
-        "presets.cpu_flux.single_layers=1",
-        "presets.cpu_flux.latent_side=8",
-        "presets.cpu_flux.context=16",
-    ],
-    "cpu_wan": [  # 3 latent frames of 4x4: 12 video tokens
-        "presets.cpu_wan.layers=1",
-        "presets.cpu_wan.latent_height=4",
-        "presets.cpu_wan.latent_width=4",
-        "presets.cpu_wan.context=16",
-    ],  # fmt: skip
+    "cpu": ["preset.layers=1", "preset.latent_side=8"],
+    "cpu_lumina": ["preset.layers=1", "preset.latent_side=8", "preset.cfg=true"],
+    "cpu_flux": ["preset.layers=1", "preset.single_layers=1", "preset.latent_side=8", "preset.context=16"],
+    "cpu_wan": ["preset.layers=1", "preset.latent_height=4", "preset.latent_width=4", "preset.context=16"],  # 12 tokens
 }
 FIELDS = (
     "preset", "execution", "backend", "ratio", "kv_dtype", "speedup", "flops_ratio", "efficiency", "peak_memory_bytes",
@@ -96,6 +86,9 @@ def test_cudagraph_needs_a_gpu():
         ("kv_dtypes=[int8]", "kv_dtypes must be a non-empty list of model, bfloat16"),
         ("ratios=[0]", r"ratios must be a non-empty list of numbers in \(0, 1\]"),
         ("repeats=0", "repeats must be an integer >= 1"),
+        ("ratio=linear", "ratio=linear has no ratio.value for `ratios` to set; the bench takes ratio=constant or "),
+        ("ratio.warmup=-1", r"ratio.warmup must be in \[0, inf\); got -1"),
+        ("reset.steps=[9]", r"reset.steps \(FixedReset\(steps=...\)\) must lie in \[0, 6\) for steps=6"),
     ],
 )
 def test_bad_settings_are_named(override, message):
@@ -115,11 +108,57 @@ def test_wan_flops_count_both_cfg_calls_of_a_step():
     from rasfw.sampler import DenseSampler
 
     cfg = config("cpu_wan")
-    pipe = build_pipeline(cfg.presets.cpu_wan, 0)
+    pipe = build_pipeline(cfg.preset, 0)
     assert pipe.num_tokens == 3 * 2 * 2 and pipe.calls_per_step == 2
     table: dict[int, int] = {}
     assert generation_flops(pipe, DenseSampler(), 3, table) == 3 * 2 * forward_flops(pipe, pipe.num_tokens)
     assert "12 video tokens" in markdown(measure(cfg), cfg)
+
+
+def test_each_preset_is_a_file_of_the_preset_group_named_as_the_file():
+    """`preset=<name>` picks conf/preset/<name>.yaml; its `name` (bench.json's and bench.md's) is the file's."""
+    from importlib import resources
+
+    names = sorted(p.name.removesuffix(".yaml") for p in resources.files("rasfw.conf").joinpath("preset").iterdir()
+                   if p.name.endswith(".yaml"))  # fmt: skip
+    assert names == sorted(["cpu", "cpu_lumina", "cpu_flux", "cpu_wan", "gpu", "gpu_lumina", "gpu_flux", "gpu_wan"])
+    for name in names:
+        assert config(name).preset.name == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "schedule"),
+    [
+        (["ratio.warmup=1", "reset.steps=[3]"], "warm-up 1, resets [3]"),
+        (["ratio.warmup=2", "reset=periodic", "reset.every=2", "reset.start=2"], "warm-up 2, resets [4]"),
+        (["reset=none"], "warm-up 1, resets []"),  # warm-up null: 4 of 28 scaled to 6 steps
+    ],
+)
+def test_warm_up_and_resets_come_from_the_main_commands_ratio_and_reset_groups(overrides, schedule):
+    """`ratio.warmup`, `reset.steps` and `reset=periodic|none` as in the main command; each `ratios` entry is
+    the ratio.value of one RAS sampler."""
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):
+        small = ["preset=cpu", *SMALL["cpu"], "repeats=1", "steps=6", "ratios=[0.25]"]
+        cfg = compose("bench", overrides=[*small, *overrides])
+    rows = measure(cfg)
+    assert [row["ratio"] for row in rows] == [0.25]
+    check_rows(rows)
+    assert f", 6 steps, {schedule}, median of 1;" in markdown(rows, cfg)
+
+
+def test_an_unknown_group_option_or_key_is_one_line(capsys):
+    from rasfw.app.bench import main
+
+    for override, message in [
+        ("preset=h100", "error: preset: unknown option 'h100'; available: cpu, cpu_flux, cpu_lumina, cpu_wan, gpu, "),
+        ("reset=never", "error: reset: unknown option 'never'; available: fixed, none, periodic"),
+        ("warmup=2", "error: warmup: unknown setting; did you mean ratio.warmup?"),
+        ("preset.layerz=2", "error: preset.layerz: unknown setting; it takes: layers, "),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main([override])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and err.startswith(message) and "\n" not in err, err
 
 
 @pytest.mark.parametrize("option", ["torch", "triton", "auto"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import pytest
@@ -65,6 +66,20 @@ def test_experiments_compose(name):
     cfg = composed(f"+experiment={name}")
     check_settings(cfg)
     build_sampler(cfg).reset.validate(cfg.steps)
+
+
+def test_every_sweep_lands_in_a_folder_named_after_its_experiment():
+    """One source for the sweep folder, conf/experiment_base/sweep.yaml: multirun/<experiment>/<date>_<time>."""
+    swept = []
+    for name in options("experiment"):
+        written = OmegaConf.load(str(CONF.joinpath("experiment", f"{name}.yaml"))).get("hydra") or {}
+        assert "dir" not in written.get("sweep", {}), f"conf/experiment/{name}.yaml writes hydra.sweep.dir"
+        with initialize_config_module(config_module="rasfw.conf", version_base=None):
+            cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        if cfg.hydra.sweeper.get("params"):
+            swept.append(name)
+            assert re.fullmatch(rf"multirun/{name}/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.sweep.dir), name
+    assert {"table2", "low_step", "study", "study_kv_dtype"} <= set(swept)
 
 
 def test_defaults_follow_the_reference_sd3_example_but_cache_the_lowest_scores():

@@ -1,4 +1,4 @@
-"""Config-driven experiments: the job settings, the dense baseline cache, timing, sweeps that end in
+"""Config-driven experiments: the job settings, the dense baseline store, timing, sweeps that end in
 results, the joblib launcher and evaluation split across torchrun processes."""
 
 from __future__ import annotations

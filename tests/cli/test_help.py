@@ -29,8 +29,9 @@ def test_bench_help_lists_only_the_groups_the_bench_uses_and_explains_its_keys(c
     bench(["--help"])
     text = capsys.readouterr().out
     groups = [line.split(":")[0] for line in text.splitlines() if re.match(r"^\w+: \w+\*?(, \w+\*?)*$", line)]
-    assert sorted(groups) == ["backend", "execution"]  # not model, sampler, metric, ...: the bench has no such groups
+    assert sorted(groups) == ["backend", "execution", "preset", "ratio", "reset"]  # not model, sampler, metric, ...
     assert "backend: auto, torch*, triton" in text and "execution.compile_backend=inductor" in text
-    for key in ("preset", "executions", "compile_backend", "ratios", "kv_dtypes", "repeats", "steps", "warmup", "resets",
-                "seed", "presets"):  # fmt: skip
+    assert "preset: cpu*, cpu_flux, cpu_lumina, cpu_wan, gpu, gpu_flux, gpu_lumina, gpu_wan" in text
+    assert "      ratio.warmup=null  leading dense steps" in text and "      reset.steps=null  dense error-reset steps" in text
+    for key in ("executions", "compile_backend", "ratios", "kv_dtypes", "repeats", "steps", "seed"):
         assert re.search(rf"^  {key} +\S.*\(default ", text, re.M), key

@@ -15,7 +15,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def test_the_sweep_is_dense_by_steps_ras_against_equal_flops_and_the_ablations():
-    points = {p.stem: OmegaConf.load(p) for p in (CONF / "low_step_point").glob("*.yaml")}
+    names = [p.stem for p in (CONF / "low_step_point").glob("*.yaml")]
+    with initialize_config_module(config_module="rasfw.conf", version_base=None):  # the points compose table2's
+        points = {name: compose("config", overrides=[f"+low_step_point={name}"]) for name in names}
     assert {n for n in points if n.startswith("dense_") and not n.startswith("dense_matched")} == {
         f"dense_{s:02d}" for s in (3, 4, 5, 6, 7, 8, 10, 14)
     }
