@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from rasfw.adapters.partial import PartialForward
-from rasfw.app.bench import build_pipeline, machine
+from rasfw.app.bench import machine
+from rasfw.pipelines.synthetic import build_synthetic
 
 
 def _ms(fn, repeats: int) -> float:
@@ -32,7 +33,7 @@ def _ms(fn, repeats: int) -> float:
 def main(preset: str = "cpu_wan", repeats: int = 10) -> None:
     with initialize_config_module(config_module="rasfw.conf", version_base=None):
         cfg = compose("bench", overrides=[f"preset={preset}"])
-    pipe = build_pipeline(cfg.presets[preset], cfg.seed)
+    pipe = build_synthetic(cfg.preset, cfg.seed)
     transformer, n = pipe.transformer, pipe.num_tokens
     inputs = pipe.call_inputs(pipe.latents, torch.tensor(500.0, device=pipe.device), pipe.guidance)
     call = lambda: transformer(**inputs, return_dict=False)  # noqa: E731

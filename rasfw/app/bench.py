@@ -1,6 +1,6 @@
 """`python -m rasfw.app.bench`: how much of the FLOP saving of RAS turns into wall-clock time, per execution mode.
 
-A synthetic pipeline (`rasfw.app.synthetic`: `SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`, the
+A synthetic pipeline (`rasfw.pipelines.synthetic`: `SD3Synthetic`, `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`, the
 architecture of a real model with random weights and fixed random text embeddings; speed does not depend on the weights) runs
 whole generations with the denoising loop of its diffusers pipeline; `preset=<name>` picks the architecture
 (`conf/preset/<name>.yaml`). For each execution mode (`executions`: eager, compile, cudagraph) the dense baseline runs
@@ -53,7 +53,7 @@ from omegaconf import DictConfig
 from rasfw.adapters.partial import PartialForward
 from rasfw.app.console import fail, show
 from rasfw.app.settings import UsageError, execution_option
-from rasfw.app.synthetic import SyntheticPipeline, build_pipeline  # build_pipeline: still importable from here
+from rasfw.pipelines.synthetic import SyntheticPipeline, build_synthetic
 from rasfw.attach import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.build import build, plain
 from rasfw.execution.base import build_executor
@@ -307,7 +307,7 @@ def measure(cfg: DictConfig) -> list[dict[str, Any]]:
     _reset(cfg).validate(cfg.steps)
     for execution in executions:  # before building a model: cudagraph on a CPU fails here
         build_executor(execution, **_options(cfg, execution)).check(torch.device(preset.device))
-    pipe = build_pipeline(preset, cfg.seed)
+    pipe = build_synthetic(preset, cfg.seed)
     table: dict[int, int] = {}
     dense_flops = generation_flops(pipe, DenseSampler(), cfg.steps, table)
     flops = {r: generation_flops(pipe, _sampler(cfg, r, "model"), cfg.steps, table) for r in ratios}

@@ -104,11 +104,12 @@ def test_bench_rejects_a_gpu_preset_without_a_gpu(preset):
 
 
 def test_wan_flops_count_both_cfg_calls_of_a_step():
-    from rasfw.app.bench import build_pipeline, forward_flops, generation_flops
+    from rasfw.app.bench import forward_flops, generation_flops
+    from rasfw.pipelines.synthetic import build_synthetic
     from rasfw.sampler import DenseSampler
 
     cfg = config("cpu_wan")
-    pipe = build_pipeline(cfg.preset, 0)
+    pipe = build_synthetic(cfg.preset, 0)
     assert pipe.num_tokens == 3 * 2 * 2 and pipe.calls_per_step == 2
     table: dict[int, int] = {}
     assert generation_flops(pipe, DenseSampler(), 3, table) == 3 * 2 * forward_flops(pipe, pipe.num_tokens)

@@ -3,7 +3,7 @@ with random weights, its scheduler, and fixed random latents and text embeddings
 the family's diffusers pipeline. Speed does not depend on the weights, so these time what the real models
 would, without downloading them.
 
-`build_pipeline(preset, seed)` builds the one a bench preset names (`conf/preset/<name>.yaml`: `SD3Synthetic`,
+`build_synthetic(preset, seed)` builds the one a bench preset names (`conf/preset/<name>.yaml`: `SD3Synthetic`,
 `LuminaNextSynthetic`, `FluxSynthetic`, `WanSynthetic`).
 """
 
@@ -345,7 +345,7 @@ class WanSynthetic(SyntheticPipeline):
         return outs[0] if self.rows == 1 else outs[1] + guidance * (outs[0] - outs[1])
 
 
-def build_pipeline(preset: DictConfig, seed: int) -> SyntheticPipeline:
+def build_synthetic(preset: DictConfig, seed: int) -> SyntheticPipeline:
     """The synthetic pipeline of `preset.family` ("sd3", "lumina_next", "flux" or "wan").
 
     Raises:
