@@ -195,11 +195,19 @@ def same_weights(transformer, weights: dict) -> None:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_save_pretrained_with_ras_attached_loads_a_plain_pipeline(name, tmp_path):
-    """The components the tiny pipelines lack (text encoders, tokenizers) are passed to `from_pretrained` as None."""
+    """The components the tiny pipelines lack (text encoders, tokenizers) are passed to `from_pretrained` as None.
+
+    What a pipeline saved with RAS attached loads into is compared with what the same pipeline saved without RAS
+    loads into: loaded weights may sit at other memory alignments than built ones, and matrix kernels then sum in
+    another order (Wan's condition embedder differs by 1e-6), so a built pipeline is no exact reference."""
     case = CASES[name]
     plain_pipe = case.make()
     weights = plain_pipe.transformer.state_dict()
-    plain = call(plain_pipe, case.inputs(ONE))
+    plain_pipe.save_pretrained(tmp_path / "plain")
+    missing = {k: None for k, v in plain_pipe.components.items() if v is None}
+    reloaded = type(plain_pipe).from_pretrained(tmp_path / "plain", **missing)
+    reloaded.set_progress_bar_config(disable=True)
+    plain = call(reloaded, case.inputs(ONE))
     outputs = []
     for sampler in (exact(), sparse()):
         pipe = case.make()
@@ -217,8 +225,9 @@ def test_save_pretrained_with_ras_attached_loads_a_plain_pipeline(name, tmp_path
         loaded = type(pipe).from_pretrained(folder, **missing)
         loaded.set_progress_bar_config(disable=True)
         no_ras_left(loaded)
+        same_weights(loaded.transformer, weights)
         assert torch.equal(call(loaded, case.inputs(ONE)), plain)
-    check(plain, *outputs)
+    check(call(plain_pipe, case.inputs(ONE)), *outputs)
 
 
 # -- attention slicing, repeated calls ------------------------------------------------------------------------------
