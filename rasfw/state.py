@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rasfw.backends.torch_ref import scatter_rows
+
 if TYPE_CHECKING:
     from rasfw.backends.base import TokenBackend
     from rasfw.interfaces import InactiveFill, TokenGrid
@@ -88,7 +90,7 @@ def _store(dst: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None) -> 
         return
     if limit is not None:  # scatter has no float8 kernel: move the bytes
         dst, src = dst.view(torch.uint8), src.view(torch.uint8)
-    dst.scatter_(1, index.unsqueeze(-1).expand(-1, -1, dst.shape[-1]), src)
+    scatter_rows(dst, index, src)
 
 
 @dataclass

@@ -78,9 +78,9 @@ class SD3RASAttnProcessor(RASProcessor):
     def _joint(self, attn, hidden_states: torch.Tensor, context: torch.Tensor | None):
         cache, index, heads = self.cache(), self.state.forward.index, attn.heads
         batch, active = hidden_states.shape[:2]  # (Bt, a, D): a = N at a capture call
-        query = heads_view(attn.to_q(hidden_states), heads)  # (Bt, H, a, d)
+        query = attn.to_q(hidden_states)  # (Bt, a, H * d): queries stay in token layout (see below)
         if attn.norm_q is not None:
-            query = attn.norm_q(query)
+            query = tokens_view(attn.norm_q(heads_view(query, heads)))  # the norm keeps the layout: no copy
         if attn.norm_k is not None:
             key = attn.norm_k(heads_view(attn.to_k(hidden_states), heads))
             cache.write_image("key", tokens_view(key), index)
@@ -88,14 +88,17 @@ class SD3RASAttnProcessor(RASProcessor):
             cache.project_image("key", attn.to_k, hidden_states, index, self.backend)
         cache.project_image("value", attn.to_v, hidden_states, index, self.backend)
         if context is not None:
-            text_query = heads_view(attn.add_q_proj(context), heads)  # (Bt, H, T, d)
-            text_key = heads_view(attn.add_k_proj(context), heads)
+            text_query = attn.add_q_proj(context)  # (Bt, T, H * d)
+            text_key = heads_view(attn.add_k_proj(context), heads)  # (Bt, H, T, d)
             if attn.norm_added_q is not None:
-                text_query = attn.norm_added_q(text_query)
+                text_query = tokens_view(attn.norm_added_q(heads_view(text_query, heads)))
             if attn.norm_added_k is not None:
                 text_key = attn.norm_added_k(text_key)
             cache.write_text(tokens_view(text_key), attn.add_v_proj(context), text_rows(cache))
-            query = torch.cat([query, text_query], dim=2)  # (Bt, H, a + T, d)
+            query = torch.cat([query, text_query], dim=1)  # (Bt, a + T, H * d)
+        # Joined in token layout, the queries are a head view of a (Bt, S, H * d) tensor, like the keys and values:
+        # attention then writes its output in that layout too, and `tokens_view` below is a view, not a copy.
+        query = heads_view(query, heads)  # (Bt, H, a + T, d)
         key, value = heads_view(cache.key, heads), heads_view(cache.value, heads)  # (Bt, H, N + T, d)
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = tokens_view(out).to(query.dtype)  # (Bt, a + T, H * d)
