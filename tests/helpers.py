@@ -26,3 +26,15 @@ def ras(
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative L2 error of `a` against `b`: `||a - b|| / ||b||`."""
     return float((a - b).norm() / b.norm())
+
+
+def kv_cache_off_and_on(pipe: Any, **call: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pipe(**call)` under `ras(kv_cache=False)` and under `ras(kv_cache=True)`, RAS removed after each."""
+    from rasfw import apply_ras, remove_ras
+
+    out = {}
+    for kv_cache in (True, False):
+        apply_ras(pipe, ras(kv_cache=kv_cache))
+        out[kv_cache] = pipe(**call)
+        remove_ras(pipe)
+    return out[False], out[True]
