@@ -341,8 +341,9 @@ def pareto_front(points: list[dict[str, Any]], x: str, metric: str, higher_is_be
 
     Example:
         >>> rows = [{"x": 0.2, "q": 0.5}, {"x": 0.3, "q": 0.4}, {"x": 0.5, "q": 0.9}]
-        >>> [r["x"] for r in pareto_front(rows, "x", "q", higher_is_better=True)]
-        [0.2, 0.5]
+        >>> front = pareto_front(rows, "x", "q", higher_is_better=True)
+        >>> print(*(row["x"] for row in front))
+        0.2 0.5
     """
     sign = 1.0 if higher_is_better else -1.0
     rows = [r for r in points if r.get(x) is not None and r.get(metric) is not None]

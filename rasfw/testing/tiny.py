@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from rasfw.adapters.flux import latent_image_ids, pack_latents
@@ -101,7 +101,7 @@ class SD3Call:
         pipe: the pipeline (e.g. `rasfw.pipelines.tiny.tiny_sd3_pipeline()`).
     """
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: DiffusionPipeline) -> None:
         self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
 
     @torch.no_grad()
@@ -136,7 +136,7 @@ class LuminaNextCall:
         pipe: the pipeline (e.g. `rasfw.pipelines.tiny.tiny_lumina_next_pipeline()`).
     """
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: DiffusionPipeline) -> None:
         self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
 
     @torch.no_grad()
@@ -166,7 +166,7 @@ class FluxCall:
         pipe: the pipeline (e.g. `rasfw.pipelines.tiny.tiny_flux_pipeline()`).
     """
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: DiffusionPipeline) -> None:
         self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
 
     @torch.no_grad()
@@ -196,7 +196,7 @@ class FluxLoop:
         transformer: the Flux transformer (e.g. `rasfw.pipelines.tiny.tiny_flux_transformer()`).
     """
 
-    def __init__(self, transformer) -> None:
+    def __init__(self, transformer: torch.nn.Module) -> None:
         self.transformer = transformer
         self.scheduler = flux_scheduler()
 
@@ -245,7 +245,7 @@ class WanCall:
 
     frames = 3
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: DiffusionPipeline) -> None:
         self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
 
     @torch.no_grad()
