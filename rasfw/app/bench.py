@@ -53,12 +53,12 @@ from omegaconf import DictConfig
 from rasfw.adapters.partial import PartialForward
 from rasfw.app.console import fail, show
 from rasfw.app.settings import UsageError, execution_option
-from rasfw.pipelines.synthetic import SyntheticPipeline, build_synthetic
 from rasfw.attach import apply_ras, ras_backend, ras_execution, remove_ras
 from rasfw.build import build, plain
 from rasfw.execution.base import build_executor
 from rasfw.flops import count_flops
 from rasfw.interfaces import RatioSchedule, ResetSchedule
+from rasfw.pipelines.synthetic import SyntheticPipeline, build_synthetic
 from rasfw.registry import REGISTRY
 from rasfw.sampler import KV_DTYPES, DenseSampler, RegionAdaptiveSampler
 from rasfw.state import RegionState
@@ -382,13 +382,51 @@ def results(cfg: DictConfig) -> dict[str, Any]:
     """Everything `bench.json` holds besides the config: where it ran, the versions, and the rows."""
     import diffusers
 
-    return {
+    if cfg.profile:
+        _profile_step(cfg)  # a bad step fails before anything is measured
+    result = {
         "machine": machine(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "commit": commit(),
         "rows": measure(cfg),
     }
+    if cfg.profile:
+        result["profile"] = profiles(cfg)
+    return result
+
+
+def profiles(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """`profile=true`: one eager step (`profile_step`) profiled dense and at each ratio (`rasfw.app.step_profile`)."""
+    from rasfw.app.step_profile import profile_step
+
+    step = _profile_step(cfg)
+    pipe = build_synthetic(_preset(cfg), cfg.seed)
+    result = {"dense": profile_step(pipe, DenseSampler(sampler_backend(cfg), cfg.seed), cfg.steps, step)}
+    for ratio in cfg.ratios:
+        result[f"RAS {ratio}"] = profile_step(pipe, _sampler(cfg, float(ratio), "model"), cfg.steps, step)
+    return result
+
+
+def _profile_step(cfg: DictConfig) -> int:
+    step = cfg.profile_step
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step < cfg.steps - 1:
+        raise ValueError(f"profile_step must be an integer in [1, {cfg.steps - 1}) (steps={cfg.steps}); got {step!r}")
+    return step
+
+
+def report(result: dict[str, Any], cfg: DictConfig) -> str:
+    """`bench.md`: the table, and with `profile=true` the step profile after it."""
+    text = markdown(result["rows"], cfg)
+    if "profile" in result:
+        from rasfw.app import step_profile
+
+        text += (
+            f"\nOne eager step (step {cfg.profile_step}) under torch.profiler: self time per operator category, the "
+            "selection as a whole, and what lies outside every operator (Python); the profiler's own cost is in it\n\n"
+            + step_profile.markdown(result["profile"])
+        )
+    return text
 
 
 def _size(value: int | None) -> str:
@@ -449,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not any(a in ("-h", "--help") for a in args):
         _check_options([a for a in args if not a.startswith("-")])
     description = "how much of the FLOP saving of RAS turns into wall-clock time, per execution mode"
-    table_app("bench", results, lambda result, cfg: markdown(result["rows"], cfg), args, description)
+    table_app("bench", results, report, args, description)
 
 
 def _check_options(overrides: list[str]) -> None:

@@ -195,3 +195,25 @@ def test_the_bench_log_holds_what_the_console_shows(tmp_path, capsys, restored_l
     for line in shown:
         assert line in log, line
 
+
+
+def test_the_step_profile_accounts_for_the_step_and_sees_fewer_matrix_products_at_a_lower_ratio():
+    from rasfw.app.bench import report
+
+    cfg = config("cpu", "preset.latent_side=16", "ratios=[0.5,0.25]", "profile=true", "profile_step=2")
+    result = results(cfg)
+    dense, half, quarter = (result["profile"][label] for label in ("dense", "RAS 0.5", "RAS 0.25"))
+    for profile in (dense, half, quarter):
+        counted = sum(v for k, v in profile.items() if k not in ("wall", "outside operators"))
+        assert profile["outside operators"] == pytest.approx(profile["wall"] - counted)
+        assert 0 < counted <= profile["wall"] and all(v >= 0 for k, v in profile.items() if k != "outside operators")
+    assert dense["selection"] < half["selection"]  # the dense sampler scores and sorts nothing
+    assert quarter["matrix products"] < dense["matrix products"]
+    text = report(result, cfg)
+    assert "| ms per step | dense | RAS 0.5 | RAS 0.25 |" in text and "| row moves (gather / scatter / index) |" in text
+
+
+@pytest.mark.parametrize("step", [0, 5, "x"])
+def test_a_profile_step_outside_the_generation_is_named_before_anything_runs(step):
+    with pytest.raises(ValueError, match=r"profile_step must be an integer in \[1, 5\) \(steps=6\)"):
+        results(config("cpu", "profile=true", f"profile_step={step}"))
