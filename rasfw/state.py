@@ -215,8 +215,8 @@ class RegionState:
         record_selection: keep a CPU copy of every step's active tokens in `selections` (for pictures of
             the selection over time; off by default: it copies from the device once per RAS step).
         selections: with `record_selection`, per step the `(B, a)` active tokens, `None` at dense steps.
-        step_callbacks: called with the state after each step (`step` already advanced), before the
-            scheduler's own step (e.g. to record what each step held).
+        step_callbacks: called with the state at the end of each `scheduler.step` (the scheduler's update done,
+            `step` already advanced; e.g. to record what each step held, or to profile one step).
         fill: the sampler's inactive-token fill for this generation (set at its first call).
         clock: 0-d float32 tensor, the current step, at a fixed address (forecasting fills read it inside
             the call); `None` unless the fill forecasts.
