@@ -230,16 +230,15 @@ def test_lora_on_any_module_before_or_after_apply_ras(order):
     `set_adapters` with a weight, `fuse_lora`, `unfuse_lora` and `unload_lora` with RAS attached: at ratio 1 every
     stage is bit for bit the plain pipeline in the same LoRA state; at 0.25, finite and close to it."""
     pytest.importorskip("peft")
-    call = None
     for sampler in (exact, quarter):
         pipe = tiny_sd3_pipeline()
         transformer = pipe.transformer
         base = run(pipe, **sd3_inputs())
 
-        def call():
+        def call(pipe=pipe):
             return run(pipe, **sd3_inputs())
 
-        def load():
+        def load(transformer=transformer):
             with _seeded(11):
                 transformer.add_adapter(lora_config(["to_q", "to_k", "to_v", "proj_out"]), adapter_name="style")
 
@@ -250,10 +249,10 @@ def test_lora_on_any_module_before_or_after_apply_ras(order):
             load()
         stages = [
             ("loaded", lambda: None),
-            ("weighted", lambda: transformer.set_adapters(["style"], weights=[0.5])),
-            ("fused", lambda: transformer.fuse_lora(lora_scale=1.0)),
-            ("unfused", lambda: transformer.unfuse_lora()),
-            ("unloaded", lambda: transformer.unload_lora()),
+            ("weighted", lambda t=transformer: t.set_adapters(["style"], weights=[0.5])),
+            ("fused", lambda t=transformer: t.fuse_lora(lora_scale=1.0)),
+            ("unfused", lambda t=transformer: t.unfuse_lora()),
+            ("unloaded", lambda t=transformer: t.unload_lora()),
         ]
         for stage, action in stages:
             action()
