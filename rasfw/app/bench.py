@@ -383,7 +383,9 @@ def results(cfg: DictConfig) -> dict[str, Any]:
     import diffusers
 
     if cfg.profile:
-        _profile_step(cfg)  # a bad step fails before anything is measured
+        from rasfw.app.step_profile import check_step
+
+        check_step(cfg.profile_step, cfg.steps)  # a bad step fails before anything is measured
     result = {
         "machine": machine(),
         "torch": torch.__version__,
@@ -398,21 +400,14 @@ def results(cfg: DictConfig) -> dict[str, Any]:
 
 def profiles(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """`profile=true`: one eager step (`profile_step`) profiled dense and at each ratio (`rasfw.app.step_profile`)."""
-    from rasfw.app.step_profile import profile_step
+    from rasfw.app.step_profile import check_step, profile_step
 
-    step = _profile_step(cfg)
+    step = check_step(cfg.profile_step, cfg.steps)
     pipe = build_synthetic(_preset(cfg), cfg.seed)
     result = {"dense": profile_step(pipe, DenseSampler(sampler_backend(cfg), cfg.seed), cfg.steps, step)}
     for ratio in cfg.ratios:
         result[f"RAS {ratio}"] = profile_step(pipe, _sampler(cfg, float(ratio), "model"), cfg.steps, step)
     return result
-
-
-def _profile_step(cfg: DictConfig) -> int:
-    step = cfg.profile_step
-    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step < cfg.steps - 1:
-        raise ValueError(f"profile_step must be an integer in [1, {cfg.steps - 1}) (steps={cfg.steps}); got {step!r}")
-    return step
 
 
 def report(result: dict[str, Any], cfg: DictConfig) -> str:

@@ -49,8 +49,7 @@ def profile_step(pipe: SyntheticPipeline, sampler: RegionAdaptiveSampler, steps:
         step's wall-clock time under the profiler, `selection` the whole `SELECTION` range (its operators are not
         counted again in the categories), `outside operators` what is left of `wall`.
     """
-    if not 1 <= step < steps - 1:  # the profiler starts after the step before
-        raise ValueError(f"profile_step: step must lie in [1, {steps - 1}); got {step}")
+    check_step(step, steps)
     observe = sampler.observe
 
     def observed(state: RegionState, *args: Any, **kwargs: Any) -> None:
@@ -77,6 +76,18 @@ def profile_step(pipe: SyntheticPipeline, sampler: RegionAdaptiveSampler, steps:
         remove_ras(pipe)
         del sampler.observe
     return _categorised(window["profiler"].events(), 1000 * window["wall"])
+
+
+def check_step(step: object, steps: int) -> int:
+    """`step` if it can be profiled in a `steps`-step generation: an integer in `[1, steps - 1)` (the profiler
+    starts at the end of the step before and stops at the end of `step`, before the last).
+
+    Raises:
+        ValueError: naming the bench's `profile_step` setting and the allowed range.
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step < steps - 1:
+        raise ValueError(f"profile_step must be an integer in [1, {steps - 1}) (steps={steps}); got {step!r}")
+    return step
 
 
 def _categorised(events: Any, wall_ms: float) -> dict[str, float]:
